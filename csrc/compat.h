@@ -1,0 +1,41 @@
+/*
+ * Lua 5.1 / LuaJIT shims for the few 5.2+ API calls mm.core uses.
+ * One header, so the rest of the C code is written against Lua 5.4.
+ */
+#ifndef MM_COMPAT_H
+#define MM_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM == 501
+
+#ifndef LUAJIT_VERSION_NUM
+/* PUC 5.1 lacks these; LuaJIT 2.1 provides them. */
+static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+  luaL_checkstack(L, nup + 1, "too many upvalues");
+  for (; l->name != NULL; l++) {
+    int i;
+    for (i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+
+static void *luaL_testudata(lua_State *L, int i, const char *tname) {
+  void *p = lua_touserdata(L, i);
+  if (p == NULL || !lua_getmetatable(L, i)) return NULL;
+  luaL_getmetatable(L, tname);
+  if (!lua_rawequal(L, -1, -2)) p = NULL;
+  lua_pop(L, 2);
+  return p;
+}
+#endif
+
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+#define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs((L), (l), 0))
+
+#endif /* LUA_VERSION_NUM == 501 */
+
+#endif /* MM_COMPAT_H */
