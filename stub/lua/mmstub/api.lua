@@ -1,0 +1,434 @@
+-- The emulated Mattermost API: common behaviour (contract §1) and the three
+-- routes POST /api/v4/jobs, GET /api/v4/jobs/{id} (§2) and
+-- PUT /api/v4/commands/{id}/regen_token (§3).
+--
+-- M.process(path) computes a response {status, headers, body} without
+-- sending it, so fault modes (faults.lua) can delay, cut or rewrite it;
+-- M.send(resp) writes it.
+local state = require "mmstub.state"
+local json = require "mmstub.json"
+
+local M = {}
+
+-- Go's http.MaxBytesReader(MaximumPayloadSizeBytes + bytes.MinRead) (§1.3).
+local BODY_LIMIT = 300000 + 512
+local MAX_URL_LENGTH = 2048
+-- request bodies are kept in the request log up to this size
+local RECORD_LIMIT = 1024 * 1024 -- ServiceSettings.MaximumURLLength default *(fork only)*
+
+-- English messages (§1.4 table).
+local MESSAGES = {
+  ["api.context.invalid_body_param.app_error"] = "Invalid or missing {{.Name}} in request body.",
+  ["api.context.invalid_url_param.app_error"] = "Invalid or missing {{.Name}} parameter in request URL.",
+  ["api.context.permissions.app_error"] = "You do not have the appropriate permissions.",
+  ["api.context.session_expired.app_error"] = "Invalid or expired session, please login again.",
+  ["api.context.token_provided.app_error"] = "Session is not OAuth but token was provided in the query string.",
+  ["api.context.request_body_too_large.app_error"] = "Unable to process request. Request body too large.",
+  ["api.context.404.app_error"] = "Sorry, we could not find the page.",
+  ["api.job.unable_to_create_job.incorrect_job_type"] = "The job type of the job you are trying to create is invalid",
+  ["model.job.is_valid.type.app_error"] = "Invalid job type.",
+  ["app.job.get.app_error"] = "Unable to get the job.",
+  ["api.job.retrieve.nopermissions"] = "The job types of a job you are trying to retrieve does not contain permissions",
+  ["store.sql_command.save.get.app_error"] = "Unable to get the command.",
+  -- message text not in the contract *(unverified)*
+  ["basic_security_check.url.too_long_error"] = "URL is too long",
+}
+
+-- §2.3: job type -> create permission. access_control_sync is special-cased.
+local CREATE_PERM = {
+  data_retention = "create_data_retention_job",
+  message_export = "create_compliance_export_job",
+  elasticsearch_post_indexing = "create_elasticsearch_post_indexing_job",
+  elasticsearch_post_aggregation = "create_elasticsearch_post_aggregation_job",
+  ldap_sync = "create_ldap_sync_job",
+  access_control_sync = "manage_system",
+}
+-- §2.8: job type -> read permission.
+local READ_PERM = {
+  data_retention = "read_data_retention_job",
+  message_export = "read_compliance_export_job",
+  elasticsearch_post_indexing = "read_elasticsearch_post_indexing_job",
+  elasticsearch_post_aggregation = "read_elasticsearch_post_aggregation_job",
+  ldap_sync = "read_ldap_sync_job",
+  access_control_sync = "manage_system",
+  mobile_session_metadata = "read_jobs",
+}
+-- Types with a worker in every build (§2.3); `cloud` needs manage_jobs but
+-- never has a worker; the rest have one only with the enterprise interface.
+local TE_WORKER = {}
+for t in ([[migrations plugins product_notices expiry_notify active_users import_process
+            import_delete export_process export_delete extract_content]]):gmatch("%S+") do
+  CREATE_PERM[t], READ_PERM[t], TE_WORKER[t] = "manage_jobs", "read_jobs", true
+end
+CREATE_PERM.cloud, READ_PERM.cloud = "manage_jobs", "read_jobs"
+local EE_WORKER = { data_retention = true, message_export = true, elasticsearch_post_indexing = true,
+                    elasticsearch_post_aggregation = true, ldap_sync = true, access_control_sync = true }
+
+-- ---------------------------------------------------------------- responses
+
+local function response(status, body, headers)
+  return { status = status, body = body or "", headers = headers or {} }
+end
+
+local function set_header(resp, name, value)
+  for _, h in ipairs(resp.headers) do
+    if h[1]:lower() == name:lower() then h[2] = value; return end
+  end
+  resp.headers[#resp.headers + 1] = { name, value }
+end
+M.set_header = set_header
+
+--- Write a response. Headers go out sorted by name, as Go's Header.Write
+-- does; nginx adds its own Server/Date/Connection first.
+function M.send(resp)
+  table.sort(resp.headers, function(a, b) return a[1] < b[1] end)
+  ngx.status = resp.status
+  for _, h in ipairs(resp.headers) do
+    local v = h[2]
+    -- nginx drops empty header values; Go sends "Permissions-Policy: " (§1.3).
+    -- A single space is what a parser trims to the same empty value.
+    if v == "" then v = " " end
+    local cur = ngx.header[h[1]]
+    if cur then -- a repeated header (Set-Cookie): keep all values
+      ngx.header[h[1]] = type(cur) == "table" and { unpack(cur), v } or { cur, v }
+    else
+      ngx.header[h[1]] = v
+    end
+  end
+  ngx.header["Content-Length"] = #resp.body
+  ngx.print(resp.body)
+end
+
+-- Context of one API request: the request id, config and the response
+-- headers Handler.ServeHTTP sets before the handler runs (§1.3).
+local function new_context(method, cfg, rl_headers)
+  local ctx = { request_id = state.new_id(), cfg = cfg, method = method, headers = {} }
+  local h = ctx.headers
+  h[#h + 1] = { "X-Request-Id", ctx.request_id }
+  h[#h + 1] = { "X-Version-Id", state.version_id(cfg) }
+  h[#h + 1] = { "Content-Type", "application/json" }
+  if method == "GET" then h[#h + 1] = { "Expires", "0" } end
+  h[#h + 1] = { "Permissions-Policy", "" }
+  h[#h + 1] = { "Referrer-Policy", "no-referrer" }
+  h[#h + 1] = { "X-Content-Type-Options", "nosniff" }
+  for _, rh in ipairs(rl_headers) do h[#h + 1] = rh end
+  return ctx
+end
+
+local function copy_headers(list)
+  local out = {}
+  for n, h in ipairs(list) do out[n] = { h[1], h[2] } end
+  return out
+end
+
+--- handleContextError: AppError JSON, no trailing newline; detailed_error
+-- wiped unless EnableDeveloper (§1.4).
+local function app_error(ctx, status, id, detail, name)
+  local msg = MESSAGES[id]:gsub("{{%.Name}}", name or "")
+  if not ctx.cfg.developer then detail = "" end
+  return response(status, json.app_error(id, msg, detail, ctx.request_id, status), copy_headers(ctx.headers))
+end
+
+local function permission_error(ctx, session, perm)
+  return app_error(ctx, 403, "api.context.permissions.app_error",
+                   "userId=" .. session.user_id .. ", permission=" .. perm)
+end
+
+-- ---------------------------------------------------------------- rate limiting
+
+-- throttled's GCRA as used by RateLimitHandler (§1.3, case 44): quota
+-- PerSec/MaxBurst, keyed by remote address (VaryByRemoteAddr). Returns the
+-- X-Ratelimit-* headers and whether the request is limited.
+local function rate_limit(rl)
+  local dict = state.dict()
+  local key = "rl:" .. ngx.var.remote_addr
+  ngx.update_time()
+  local now = ngx.now()
+  local emission = 1 / rl.per_sec
+  local dvt = emission * (rl.burst + 1)     -- delay variation tolerance
+  local tat = dict:get(key) or now
+  local new_tat = math.max(tat, now) + emission
+  local diff = now - (new_tat - dvt)
+  local limited, retry_after, ttl = diff < 0, -1
+  if limited then
+    retry_after, ttl = -diff, tat - now
+  else
+    ttl = new_tat - now
+    dict:set(key, new_tat, math.ceil(ttl) + 1)
+  end
+  local remaining, next_ = 0, dvt - ttl
+  if next_ > -emission then remaining = math.floor(next_ / emission + 1e-9) end
+  local h = {
+    { "X-Ratelimit-Limit", tostring(rl.burst + 1) },
+    { "X-Ratelimit-Remaining", tostring(math.max(remaining, 0)) },
+    { "X-Ratelimit-Reset", tostring(math.ceil(ttl - 1e-9)) },
+  }
+  if retry_after >= 0 then h[#h + 1] = { "Retry-After", tostring(math.max(1, math.ceil(retry_after - 1e-9))) } end
+  return h, limited
+end
+
+--- The real server's plain-text 429 (http.Error), not an AppError (§1.3).
+function M.too_many(headers)
+  headers[#headers + 1] = { "Content-Type", "text/plain; charset=utf-8" }
+  headers[#headers + 1] = { "X-Content-Type-Options", "nosniff" }
+  return response(429, "limit exceeded\n", headers)
+end
+
+-- ---------------------------------------------------------------- authentication
+
+local function first(v) if type(v) == "table" then return v[1] end return v end
+
+-- r.Cookie(name): first cookie of that name, Go strips one pair of quotes.
+local function cookie(name)
+  local raw = ngx.req.get_headers()["cookie"]
+  if type(raw) ~= "table" then raw = { raw } end
+  for _, line in ipairs(raw) do
+    for part in line:gmatch("[^;]+") do
+      local k, v = part:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
+      if k == name then return (v:match('^"(.*)"$') or v) end
+    end
+  end
+end
+
+--- ParseAuthTokenFromRequest (§1.2): token and where it came from.
+local function parse_token()
+  local c = cookie("MMAUTHTOKEN")
+  if c then return c, "cookie" end
+  local h = first(ngx.req.get_headers()["authorization"]) or ""
+  if #h > 6 and h:sub(1, 6):upper() == "BEARER" then return h:sub(8), "header" end
+  if #h > 5 and h:sub(1, 5):lower() == "token" then return h:sub(7), "header" end
+  local q = first(ngx.req.get_uri_args(100)["access_token"])
+  if type(q) == "string" and q ~= "" then return q, "query" end
+  return "", nil
+end
+
+--- Handler.ServeHTTP session checks + SessionRequired (§1.2). Returns the
+-- session, or nil and the 401 response.
+local function authenticate(ctx)
+  local token, where = parse_token()
+  local session
+  if token ~= "" then
+    session = state.session(token)
+    if not session then
+      local resp = app_error(ctx, 401, "api.context.session_expired.app_error", "token=" .. token)
+      set_header(resp, "Set-Cookie", "MMAUTHTOKEN=; Path=/; Max-Age=0; HttpOnly")
+      return nil, resp
+    end
+    if where == "query" and not session.is_oauth then
+      return nil, app_error(ctx, 401, "api.context.token_provided.app_error", "")
+    end
+    if where == "cookie" and ctx.method ~= "GET" then
+      local hdrs = ngx.req.get_headers()
+      local ok = first(hdrs["x-csrf-token"]) == session.csrf
+      if not ok and first(hdrs["x-requested-with"]) == "XMLHttpRequest" then
+        ok = not ctx.cfg.strict_csrf
+      end
+      if not ok then
+        return nil, app_error(ctx, 401, "api.context.session_expired.app_error",
+                              "token=" .. token .. " Appears to be a CSRF attempt")
+      end
+    end
+  end
+  if not session then
+    return nil, app_error(ctx, 401, "api.context.session_expired.app_error", "UserRequired")
+  end
+  if session.is_pat and not ctx.cfg.enable_user_access_tokens then
+    return nil, app_error(ctx, 401, "api.context.session_expired.app_error", "UserAccessToken")
+  end
+  return session
+end
+
+-- ---------------------------------------------------------------- request body
+
+--- The raw request body ("" if none), from memory or nginx's temp file.
+function M.body()
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  if data then return data end
+  local file = ngx.req.get_body_file()
+  if not file then return "" end
+  local f = assert(io.open(file, "rb"))
+  data = f:read("*a")
+  f:close()
+  return data
+end
+
+-- ---------------------------------------------------------------- handlers
+
+local function job_response(ctx, status, job)
+  -- json.NewEncoder(w).Encode(job): trailing newline (§2.5)
+  return response(status, json.job(job) .. "\n", copy_headers(ctx.headers))
+end
+
+-- POST /api/v4/jobs (§2.2)
+local function create_job(ctx, session)
+  local body = M.body()
+  -- json.Decoder reads at most BODY_LIMIT bytes; a value that needs more is
+  -- the MaxBytesReader error -> 413, anything else that fails is 400.
+  local node, err = json.decode_first(body:sub(1, BODY_LIMIT))
+  if not node and err == "eof" and #body > BODY_LIMIT then
+    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
+  end
+  local req = node and json.to_job(node)
+  if not req then
+    return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "job")
+  end
+  local perm = CREATE_PERM[req.type]
+  if not perm then -- 400 before 403 (§2.2 step 3)
+    return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "")
+  end
+  local allowed = state.has_permission(session, perm)
+  -- access_control_sync may also pass via manage_channel_access_rules on
+  -- channel data.policy_id; the stub has no channels, so only manage_system.
+  if not allowed then return permission_error(ctx, session, perm) end
+  local job = {
+    id = state.new_id(), type = req.type, priority = 0, create_at = state.now_ms(),
+    start_at = 0, last_activity_at = 0, status = "pending", progress = 0, data = req.data,
+  }
+  if not (TE_WORKER[req.type] or (ctx.cfg.enterprise and EE_WORKER[req.type])) then
+    return app_error(ctx, 400, "model.job.is_valid.type.app_error", "id=" .. job.id)
+  end
+  -- The stub decides at creation how the job will run (see M.advance_job).
+  job.stub = { outcome = ctx.cfg.job_outcome, steps = ctx.cfg.job_steps, polls = 0 }
+  state.save_job(job)
+  return job_response(ctx, 201, job)
+end
+
+--- Move a stored job one step, as a worker would between two polls (§2.8
+-- step 4; the pacing is stub behaviour, case 29): each GET counts as a
+-- poll; `steps` polls see in_progress, the next one the terminal outcome.
+function M.advance_job(job)
+  local s = job.stub
+  if job.status ~= "pending" and job.status ~= "in_progress" then return job end
+  s.polls = s.polls + 1
+  local now = state.now_ms()
+  if s.polls == 1 then job.start_at = now end
+  job.last_activity_at = now
+  if s.outcome == "never" or s.polls <= s.steps then
+    job.status = "in_progress"
+    job.progress = s.outcome == "never" and math.min(99, s.polls * 10)
+                   or math.floor(100 * s.polls / (s.steps + 1))
+  elseif s.outcome == "error" then
+    job.status = "error"
+    job.data = job.data or {}
+    job.data.error = "stub: job failed (job_outcome=error)"
+  else
+    job.status = s.outcome
+    if s.outcome ~= "canceled" then job.progress = 100 end
+  end
+  state.save_job(job)
+  return job
+end
+
+-- GET /api/v4/jobs/{job_id} (§2.8)
+local function get_job(ctx, session, id)
+  if #id ~= 26 then
+    return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_id")
+  end
+  local job = state.get_job(id)
+  if not job then return app_error(ctx, 404, "app.job.get.app_error", "") end
+  local perm = READ_PERM[job.type]
+  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
+  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  return job_response(ctx, 200, M.advance_job(job))
+end
+
+-- PUT /api/v4/commands/{command_id}/regen_token (§3.2)
+local function regen_token(ctx, session, id)
+  if #id ~= 26 then
+    return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "command_id")
+  end
+  local cmd = state.command(id)
+  local function not_found() return app_error(ctx, 404, "store.sql_command.save.get.app_error", "") end
+  -- Disabled commands, unknown and deleted ones all end in SetCommandNotFoundError.
+  if not ctx.cfg.enable_commands or not cmd or cmd.deleted then return not_found() end
+  -- No manage_own on the team: 404, so the command's existence does not leak.
+  if not state.has_team_permission(session, cmd.team_id, "manage_own_slash_commands") then
+    return not_found()
+  end
+  if session.user_id ~= cmd.creator_id
+     and not state.has_team_permission(session, cmd.team_id, "manage_others_slash_commands") then
+    return permission_error(ctx, session, "manage_others_slash_commands")
+  end
+  local token = state.new_id()
+  state.set_command_token(cmd.id, token)
+  -- model.MapToJSON + w.Write: no trailing newline (§3.2 step 7)
+  return response(200, '{"token":' .. json.string(token) .. "}", copy_headers(ctx.headers))
+end
+
+-- ---------------------------------------------------------------- routing
+
+--- The catch-all Handle404 (§1.1): written directly, not through
+-- handleContextError, so detailed_error is kept even outside developer mode
+-- and there is no request id (body or header) *(fork only / inferred)*.
+local function not_found(path, rl_headers)
+  local detail = "There doesn't appear to be an api call for the url='" .. path
+                 .. "'.  Typo? are you missing a team_id or user_id as part of the url?"
+  local headers = copy_headers(rl_headers)
+  headers[#headers + 1] = { "Content-Type", "application/json" }
+  return response(404, json.app_error("api.context.404.app_error", MESSAGES["api.context.404.app_error"],
+                                      detail, nil, 404), headers)
+end
+
+local ROUTES = {
+  { "POST", "^/api/v4/jobs$", create_job },
+  { "GET", "^/api/v4/jobs/([A-Za-z0-9]+)$", get_job },
+  { "PUT", "^/api/v4/commands/([A-Za-z0-9]+)/regen_token$", regen_token },
+}
+
+--- Emulate one API request for `path` (decoded, without the query string).
+function M.process(path)
+  local cfg = state.config()
+  local method = ngx.req.get_method()
+  -- RateLimitHandler wraps the whole router: before routing and auth (§1.3).
+  local rl_headers = {}
+  if cfg.rate_limit then
+    local limited
+    rl_headers, limited = rate_limit(cfg.rate_limit)
+    if limited then return M.too_many(rl_headers) end
+  end
+  local handler, arg
+  for _, r in ipairs(ROUTES) do
+    local cap = path:match(r[2])
+    -- gorilla/mux: a method mismatch falls through to the catch-all (§1.1)
+    if cap and r[1] == method then handler, arg = r[3], cap ~= path and cap or nil; break end
+  end
+  if not handler then return not_found(path, rl_headers) end
+  local ctx = new_context(method, cfg, rl_headers)
+  if #ngx.var.request_uri > MAX_URL_LENGTH then
+    return app_error(ctx, 414, "basic_security_check.url.too_long_error", "")
+  end
+  local session, err = authenticate(ctx)
+  if not session then return err end
+  return handler(ctx, session, arg)
+end
+
+--- Record the request for GET /__stub/requests: method, URI as sent,
+-- headers in wire order and the raw body.
+function M.record()
+  local headers = {}
+  for line in (ngx.req.raw_header(true) or ""):gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+    if name then headers[#headers + 1] = { name, value } end
+  end
+  local body = M.body()
+  state.log_push("requests", {
+    method = ngx.req.get_method(), uri = ngx.var.request_uri, headers = headers,
+    -- keep the log small: bodies over 1 MiB are cut (body_length tells)
+    body = body:sub(1, RECORD_LIMIT), body_length = #body,
+  })
+end
+
+--- content_by_lua entry for location /api/v4/.
+function M.serve()
+  M.record()
+  if ngx.var.server_addr == "127.0.0.2" then
+    -- the redirect target of the `redirect` fault: did credentials follow?
+    local auth = first(ngx.req.get_headers()["authorization"])
+    state.log_push("redirects", { method = ngx.req.get_method(), uri = ngx.var.request_uri,
+                                  authorization = auth or false, has_authorization = auth ~= nil })
+  end
+  M.send(M.process(ngx.var.uri))
+end
+
+return M

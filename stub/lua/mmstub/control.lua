@@ -1,0 +1,79 @@
+-- Control API under /__stub/ (not part of Mattermost; never rate limited):
+-- lets specs reset state, read fixtures, switch behaviour and inspect what
+-- clients actually sent. Documented in `bin/mm-stub --help`.
+local cjson = require "cjson.safe"
+local state = require "mmstub.state"
+local api = require "mmstub.api"
+
+local M = {}
+
+local enc = cjson.new()
+if enc.encode_empty_table_as_object then enc.encode_empty_table_as_object(false) end -- [] for empty lists
+
+local function reply(status, value)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print(enc.encode(value))
+  return ngx.exit(status)
+end
+
+local function fixtures_view()
+  local fx = state.fixtures()
+  local out = { users = {}, teams = {}, commands = {} }
+  for name, u in pairs(fx.users) do
+    local teams = setmetatable({}, { __jsontype = "object" })
+    for tname, t in pairs(fx.teams) do teams[tname] = t.members[name] end
+    out.users[name] = { id = u.id, username = name, roles = u.roles, token = u.token,
+                        session_token = u.session_token, csrf_token = u.csrf_token,
+                        oauth_token = u.oauth_token, teams = next(teams) and teams or nil }
+  end
+  for tname, t in pairs(fx.teams) do out.teams[tname] = { id = t.id, name = tname, members = t.members } end
+  for cname, c in pairs(fx.commands) do
+    local live = state.command(c.id)
+    live.name = nil
+    out.commands[cname] = live
+  end
+  out.roles = fx.roles
+  return out
+end
+
+local function handle(method, path)
+  if path == "/__stub/ping" then return reply(200, { ok = true }) end
+  if path == "/__stub/reset" and method == "POST" then
+    state.reset()
+    return reply(200, { ok = true })
+  end
+  if path == "/__stub/fixtures" and method == "GET" then return reply(200, fixtures_view()) end
+  if path == "/__stub/config" then
+    if method == "GET" then
+      local c = state.config()
+      c.grants = state.grants()
+      return reply(200, c)
+    end
+    if method == "PUT" or method == "POST" then
+      local patch = cjson.decode(api.body())
+      local c, err = state.set_config(patch)
+      if not c then return reply(400, { error = err }) end
+      c.grants = state.grants()
+      return reply(200, c)
+    end
+  end
+  if path == "/__stub/connections" and method == "GET" then return reply(200, state.connections()) end
+  if path == "/__stub/requests" and method == "GET" then return reply(200, state.log_list("requests")) end
+  if path == "/__stub/redirect_log" and method == "GET" then return reply(200, state.log_list("redirects")) end
+  local id = path:match("^/__stub/jobs/([^/]+)$")
+  if id and method == "GET" then
+    local job = state.get_job(id)
+    if not job then return reply(404, { error = "no such job" }) end
+    -- the stored job in API field order, without advancing it
+    ngx.header["Content-Type"] = "application/json"
+    return ngx.print(require("mmstub.json").job(job))
+  end
+  return reply(404, { error = "unknown control route: " .. method .. " " .. path })
+end
+
+function M.serve()
+  return handle(ngx.req.get_method(), ngx.var.uri)
+end
+
+return M

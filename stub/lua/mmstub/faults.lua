@@ -1,0 +1,122 @@
+-- Fault modes under /__fault/<mode>/api/v4/... : a client whose base URL is
+-- $MM_STUB_URL/__fault/<mode> meets a broken server or network. Modes whose
+-- answer is otherwise normal run the emulator (api.process) on the path
+-- after the prefix. Documented in `bin/mm-stub --help`.
+local api = require "mmstub.api"
+local state = require "mmstub.state"
+
+local M = {}
+
+local HTML_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+  .. "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+
+local HUGE_SIZE = 16 * 1024 * 1024
+local huge_body -- built once per worker
+
+-- 16 MiB of valid JSON shaped like a job (the padding sits in data).
+local function huge()
+  if not huge_body then
+    local head = '{"id":"hugehugehugehugehugehuge","type":"active_users","priority":0,'
+      .. '"create_at":1,"start_at":0,"last_activity_at":0,"status":"pending","progress":0,'
+      .. '"data":{"pad":"'
+    local tail = '"}}\n'
+    huge_body = head .. string.rep("x", HUGE_SIZE - #head - #tail) .. tail
+  end
+  return huge_body
+end
+
+local function plain(status, body, extra)
+  local resp = { status = status, body = body, headers = extra or {} }
+  api.set_header(resp, "Content-Type", "text/plain; charset=utf-8")
+  api.set_header(resp, "X-Content-Type-Options", "nosniff")
+  return resp
+end
+
+-- Send status + headers (with the full Content-Length), then `part` of the
+-- body, then drop the connection.
+local function cut(resp, part, length)
+  ngx.status = resp.status
+  for _, h in ipairs(resp.headers) do ngx.header[h[1]] = h[2] ~= "" and h[2] or " " end
+  ngx.header["Content-Length"] = length
+  ngx.send_headers()
+  if #part > 0 then ngx.print(part) end
+  ngx.flush(true)
+  return ngx.exit(444) -- 444: close without (further) response
+end
+
+local function close_now()
+  api.body() -- let the client finish sending first
+  return ngx.exit(444)
+end
+
+local function fault_503() return plain(503, "Service Unavailable\n") end
+local function fault_429()
+  return plain(429, "limit exceeded\n", {
+    { "X-Ratelimit-Limit", "101" }, { "X-Ratelimit-Remaining", "0" },
+    { "X-Ratelimit-Reset", "1" }, { "Retry-After", "1" },
+  })
+end
+
+-- flakyX:N -> the first N requests per (mode, method, path) fail, then normal.
+local FLAKY = {
+  flaky503 = function() return api.send(fault_503()) end,
+  flaky429 = function() return api.send(fault_429()) end,
+  flaky_close = close_now,
+}
+
+function M.serve()
+  api.record()
+  local mode, rest = ngx.var.uri:match("^/__fault/([^/]+)(/.*)$")
+  if not mode then mode, rest = ngx.var.uri:match("^/__fault/([^/]+)$"), "/" end
+  local name, arg = (mode or ""):match("^([^:]+):?(.*)$")
+  local n = tonumber(arg)
+
+  if name == "pass" then return api.send(api.process(rest))
+  elseif name == "slow_headers" then
+    ngx.sleep(n or 5)
+    return api.send(api.process(rest))
+  elseif name == "slow_body" then
+    local resp = api.process(rest)
+    ngx.status = resp.status
+    for _, h in ipairs(resp.headers) do ngx.header[h[1]] = h[2] ~= "" and h[2] or " " end
+    ngx.header["Content-Length"] = #resp.body
+    ngx.send_headers()
+    ngx.flush(true)
+    ngx.sleep(n or 5)
+    ngx.print(resp.body)
+    return
+  elseif name == "close_before" then return close_now()
+  elseif name == "close_mid_body" then
+    local resp = api.process(rest)
+    return cut(resp, resp.body:sub(1, math.floor(#resp.body / 2)), #resp.body)
+  elseif name == "truncated" then
+    local resp = api.process(rest)
+    return cut(resp, resp.body, #resp.body + 100)
+  elseif name == "bad_json" then
+    local resp = api.process(rest)
+    resp.status, resp.body = 200, '{"id":"bad_json","status":pending,'
+    return api.send(resp)
+  elseif name == "wrong_type" then
+    local resp = api.process(rest)
+    api.set_header(resp, "Content-Type", "text/html")
+    return api.send(resp)
+  elseif name == "html_502" then
+    return api.send({ status = 502, body = HTML_502, headers = { { "Content-Type", "text/html" } } })
+  elseif name == "503" then return api.send(fault_503())
+  elseif name == "429" then return api.send(fault_429())
+  elseif name == "redirect" then
+    local b = state.boot()
+    local args = ngx.var.args
+    local location = "http://127.0.0.2:" .. b.port2 .. rest .. (args and ("?" .. args) or "")
+    return api.send({ status = 307, body = "", headers = { { "Location", location } } })
+  elseif name == "huge" then
+    return api.send({ status = 200, body = huge(), headers = { { "Content-Type", "application/json" } } })
+  elseif FLAKY[name] and n then
+    local count = state.incr(mode .. " " .. ngx.req.get_method() .. " " .. rest)
+    if count <= n then return FLAKY[name]() end
+    return api.send(api.process(rest))
+  end
+  return api.send(plain(404, "mm-stub: unknown fault mode '" .. tostring(mode) .. "'\n"))
+end
+
+return M
