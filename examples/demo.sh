@@ -1,0 +1,21 @@
+#!/bin/sh
+# `make demo`: run the examples against the stub server (started by
+# bin/mm-stub run), as the stub's sysadmin.
+set -eu
+LUA=${1:-lua5.4}
+cd "$(dirname "$0")/.."
+LUA_PATH="$PWD/lua/?.lua;;"
+LUA_CPATH="$PWD/build/lua5.4/?.so;;"
+export LUA_PATH LUA_CPATH
+# MM_URL, MM_TOKEN and two command ids from the stub's fixtures
+eval "$("$LUA" examples/stub_env.lua)"
+export MM_URL MM_TOKEN
+
+echo "== create a job and wait for it (examples/create_job.lua)"
+"$LUA" examples/create_job.lua active_users
+echo
+echo "== rotate a slash command's token (examples/rotate_token.lua)"
+"$LUA" examples/rotate_token.lua "$MM_COMMAND_ID"
+echo
+echo "== rotate several at once; the deleted command fails with the server's 404"
+"$LUA" examples/rotate_token.lua "$MM_COMMAND_ID" "$MM_COMMAND_ID2" "$MM_DELETED_ID" || true
