@@ -43,7 +43,7 @@ local function job_of(r)
   assert.are.equal("\n", r.body:sub(-1)) -- json.Encoder: trailing newline
   -- model.Job field order (§2.5)
   assert.is_truthy(r.body:match('^{"id":"%w+","type":"[^"]*","priority":%d+,"create_at":%d+,"start_at":%d+,'
-    .. '"last_activity_at":%d+,"status":"%w+","progress":%d+,"data":[{n]'), r.body)
+    .. '"last_activity_at":%d+,"status":"[%w_]+","progress":%d+,"data":[{n]'), r.body)
   return cjson.decode(r.body), r.body
 end
 
