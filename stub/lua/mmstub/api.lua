@@ -376,8 +376,9 @@ local ROUTES = {
   { "PUT", "^/api/v4/commands/([A-Za-z0-9]+)/regen_token$", regen_token },
 }
 
---- Emulate one API request for `path` (decoded, without the query string).
-function M.process(path)
+--- Emulate one API request for `path` (decoded, without the query string);
+-- `shown` is the path as the server saw it, for the 404 text (defaults to path).
+function M.process(path, shown)
   local cfg = state.config()
   local method = ngx.req.get_method()
   -- RateLimitHandler wraps the whole router: before routing and auth (§1.3).
@@ -393,7 +394,7 @@ function M.process(path)
     -- gorilla/mux: a method mismatch falls through to the catch-all (§1.1)
     if cap and r[1] == method then handler, arg = r[3], cap ~= path and cap or nil; break end
   end
-  if not handler then return not_found(path, rl_headers) end
+  if not handler then return not_found(shown or path, rl_headers) end
   local ctx = new_context(method, cfg, rl_headers)
   if #ngx.var.request_uri > MAX_URL_LENGTH then
     return app_error(ctx, 414, "basic_security_check.url.too_long_error", "")
@@ -428,7 +429,10 @@ function M.serve()
     state.log_push("redirects", { method = ngx.req.get_method(), uri = ngx.var.request_uri,
                                   authorization = auth or false, has_authorization = auth ~= nil })
   end
-  M.send(M.process(ngx.var.uri))
+  -- A server whose SiteURL has a sub-path serves the API under it; the stub
+  -- offers /mattermost/api/v4/ as such a sub-path.
+  local uri = ngx.var.uri
+  M.send(M.process((uri:gsub("^/mattermost/api/v4/", "/api/v4/")), uri))
 end
 
 return M
