@@ -29,6 +29,7 @@ function M.config(patch) return call("PUT", "/__stub/config", patch) end
 function M.fixtures() return call("GET", "/__stub/fixtures") end
 function M.requests() return call("GET", "/__stub/requests") end
 function M.connections() return call("GET", "/__stub/connections") end
+function M.redirect_log() return call("GET", "/__stub/redirect_log") end
 function M.job(id) return call("GET", "/__stub/jobs/" .. id) end
 
 -- The value of a header in a recorded request (names compared without case).

@@ -1,0 +1,312 @@
+-- The client against a bad network, a bad server and TLS, using the fault
+-- modes the stub's nginx serves under /__fault/<mode> (see bin/mm-stub --help).
+-- Tagged #faults: `busted --tags=faults` runs these alone.
+local mm = require "mm"
+local socket = require "socket"
+local stub = require "support.stubctl"
+
+local fx
+local CMD_PATH
+
+local function fault(mode, opts)
+  opts = opts or {}
+  opts.url = stub.url .. "/__fault/" .. mode
+  opts.token = opts.token or fx.users.sysadmin.token
+  if opts.retries == nil then opts.retries = 0 end
+  if opts.timeout == nil then opts.timeout = 5 end
+  return mm.new(opts)
+end
+
+local function cmd() return fx.commands.C_admin.id end
+
+-- Runs a Lua snippet in a child process with the same module paths;
+-- returns what it wrote (stdout and stderr unless redirected in `shell`).
+local function child(env, script, redirect)
+  local lua = arg and arg[-1] or "lua5.4"
+  local cmdline = ("%s LUA_PATH=%q LUA_CPATH=%q %s -e %q %s"):format(
+    env, package.path, package.cpath, lua, script, redirect or "2>&1")
+  local f = assert(io.popen(cmdline))
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+-- How many times the stub saw a request whose path ends with `suffix`.
+local function seen(suffix)
+  local n = 0
+  for _, r in ipairs(stub.requests()) do
+    if r.uri:sub(-#suffix) == suffix then n = n + 1 end
+  end
+  return n
+end
+
+local function timed(f)
+  local t0 = socket.gettime()
+  local a, b = f()
+  return a, b, socket.gettime() - t0
+end
+
+before_each(function()
+  stub.reset()
+  fx = fx or stub.fixtures()
+  CMD_PATH = "/commands/" .. cmd() .. "/regen_token"
+end)
+
+describe("#faults timeouts", function()
+  it("a body slower than the timeout fails with kind 'timeout', quickly", function()
+    local c = fault("slow_body:5", { timeout = 0.5 })
+    local token, err, dt = timed(function() return c:regen_token(cmd()) end)
+    assert.is_nil(token)
+    assert.equal("timeout", err.kind)
+    assert.equal(28, err.curl_code)
+    assert.is_true(dt < 2, "took " .. dt)
+  end)
+
+  it("headers slower than the timeout fail with kind 'timeout'", function()
+    local _, err, dt = timed(function() return fault("slow_headers:5", { timeout = 0.5 }):regen_token(cmd()) end)
+    assert.equal("timeout", err.kind)
+    assert.is_true(dt < 2, "took " .. dt)
+  end)
+
+  it("a timeout leaves the client usable for the next call", function()
+    local c = fault("flaky_slow:1", { timeout = 0.5 })
+    local _, err = c:regen_token(cmd())
+    assert.equal("timeout", err.kind)
+    local token = assert(c:regen_token(cmd()))
+    assert.equal(26, #token)
+  end)
+
+  it("a server that never accepts fails with kind 'connect_timeout'", function()
+    -- A listening socket with a backlog of 0 that never accepts: once its
+    -- queue is full the kernel drops further SYNs, so connect() hangs.
+    local srv = assert(socket.tcp())
+    assert(srv:bind("127.0.0.1", 0))
+    assert(srv:listen(0))
+    local _, port = srv:getsockname()
+    local fillers = {}
+    for i = 1, 4 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.1", port)
+    end
+    local c = mm.new{ url = "http://127.0.0.1:" .. port, token = "x", connect_timeout = 0.3, retries = 0 }
+    local _, err, dt = timed(function() return c:regen_token(cmd()) end)
+    for _, s in ipairs(fillers) do s:close() end
+    srv:close()
+    assert.equal("connect_timeout", err.kind)
+    assert.is_true(dt < 2, "took " .. dt)
+  end)
+end)
+
+describe("#faults broken connections and bodies", function()
+  it("a connection closed before any byte is kind 'network'", function()
+    local _, err = fault("close_before"):regen_token(cmd())
+    assert.equal("network", err.kind)
+    assert.equal(52, err.curl_code) -- CURLE_GOT_NOTHING
+  end)
+
+  it("a connection closed mid-body is kind 'network'", function()
+    local _, err = fault("close_mid_body"):regen_token(cmd())
+    assert.equal("network", err.kind)
+  end)
+
+  it("a body shorter than its Content-Length is kind 'network'", function()
+    local _, err = fault("truncated"):regen_token(cmd())
+    assert.equal("network", err.kind)
+    assert.equal(18, err.curl_code) -- CURLE_PARTIAL_FILE
+  end)
+
+  it("200 with invalid JSON is kind 'decode' with the status", function()
+    local token, err = fault("bad_json"):regen_token(cmd())
+    assert.is_nil(token)
+    assert.equal("decode", err.kind)
+    assert.equal(200, err.status)
+    assert.matches("^mm: decode %(HTTP 200%): invalid JSON", tostring(err))
+  end)
+
+  it("200 with the wrong content type is kind 'decode'", function()
+    local _, err = fault("wrong_type"):create_job{ type = "active_users" }
+    assert.equal("decode", err.kind)
+    assert.matches("expected application/json, got text/html", err.message)
+  end)
+
+  it("an HTML 502 page gives status 502 and the page's title", function()
+    local _, err = fault("html_502"):create_job{ type = "active_users" }
+    assert.equal("http", err.kind)
+    assert.equal(502, err.status)
+    assert.equal("502 Bad Gateway", err.message)
+    assert.matches("<title>502 Bad Gateway</title>", err.body)
+  end)
+
+  it("a response larger than max_body is kind 'too_large'; the client stays usable", function()
+    local c = fault("huge", { max_body = 1024 * 1024 })
+    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal("too_large", err.kind)
+    assert.matches("max_body", err.message)
+    -- the default cap (8 MiB) refuses 16 MiB too
+    _, err = fault("huge"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal("too_large", err.kind)
+    -- and a larger cap takes it
+    local job = assert(fault("huge", { max_body = 32 * 1024 * 1024 }):get_job("4xp9fdt7pbgium38k8k9kdzdwe"))
+    assert.is_true(#job.data.pad > 16 * 1024 * 1024 - 1024)
+  end)
+end)
+
+describe("#faults retries", function()
+  it("503 is retried for the idempotent PUT, and err.attempts counts", function()
+    local _, err = fault("503", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd())
+    assert.equal(503, err.status)
+    assert.equal(3, err.attempts)
+    assert.equal(3, seen(CMD_PATH))
+    assert.matches("3 attempts", tostring(err))
+  end)
+
+  it("a flaky 503 recovers on retry for regen_token", function()
+    local token = assert(fault("flaky503:2", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd()))
+    assert.equal(26, #token)
+    assert.equal(3, seen(CMD_PATH))
+  end)
+
+  it("502/503 and broken connections are never retried for POST create_job", function()
+    for _, mode in ipairs{ "html_502", "flaky503:1", "flaky_close:1" } do
+      stub.reset()
+      local job, err = fault(mode, { retries = 3, max_retry_wait = 0.05 }):create_job{ type = "active_users" }
+      assert.is_nil(job, mode)
+      assert.equal(1, err.attempts, mode)
+      assert.equal(1, seen("/jobs"), mode)
+    end
+  end)
+
+  it("429 is retried on any method, after Retry-After capped by max_retry_wait", function()
+    local c = fault("flaky429:1", { retries = 2, max_retry_wait = 0.3 })
+    local job, err, dt = timed(function() return c:create_job{ type = "active_users" } end)
+    assert.is_nil(err)
+    assert.equal("pending", job.status)
+    assert.equal(2, seen("/jobs"))
+    assert.is_true(dt >= 0.29 and dt < 1, "waited " .. dt) -- Retry-After: 1, capped at 0.3
+  end)
+
+  it("a 429 that persists ends with the 429 and its retry_after", function()
+    local _, err = fault("429", { retries = 1, max_retry_wait = 0.01 }):regen_token(cmd())
+    assert.equal(429, err.status)
+    assert.equal(1, err.retry_after)
+    assert.equal(2, err.attempts)
+  end)
+
+  it("a refused connection is retried even for POST (it never reached the server)", function()
+    local c = mm.new{ url = "http://127.0.0.1:1", token = "x", retries = 2, max_retry_wait = 0.01 }
+    local _, err = c:create_job{ type = "active_users" }
+    assert.equal("connect", err.kind)
+    assert.equal(3, err.attempts)
+  end)
+
+  it("a dropped connection is retried for the idempotent PUT", function()
+    assert(fault("flaky_close:1", { retries = 1, max_retry_wait = 0.01 }):regen_token(cmd()))
+    assert.equal(2, seen(CMD_PATH))
+  end)
+
+  it("retries = 0 turns retries off", function()
+    local _, err = fault("flaky503:1", { retries = 0 }):regen_token(cmd())
+    assert.equal(503, err.status)
+    assert.equal(1, err.attempts)
+  end)
+end)
+
+describe("#faults redirects", function()
+  it("a 307 to another host is not followed: the error names the Location", function()
+    local _, err = fault("redirect"):regen_token(cmd())
+    assert.equal("http", err.kind)
+    assert.equal(307, err.status)
+    local url2 = assert(os.getenv("MM_STUB_URL2"))
+    assert.equal(url2 .. "/api/v4" .. CMD_PATH, err.location)
+    assert.matches("redirect to " .. url2:gsub("%p", "%%%0"), tostring(err))
+    -- nothing, and so no Authorization, reached the other host
+    assert.same({}, stub.redirect_log())
+  end)
+end)
+
+describe("#faults TLS", function()
+  local tls_url, cafile = os.getenv("MM_STUB_TLS_URL"), os.getenv("MM_STUB_CAFILE")
+
+  it("verifies the server by default: a self-signed certificate is kind 'tls'", function()
+    if not tls_url then return pending("stub started without TLS") end
+    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, retries = 0 }
+    local _, err = c:regen_token(cmd())
+    assert.equal("tls", err.kind)
+    assert.equal(60, err.curl_code) -- CURLE_PEER_FAILED_VERIFICATION
+  end)
+
+  it("trusts a certificate given by cafile", function()
+    if not tls_url then return pending("stub started without TLS") end
+    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, cafile = cafile }
+    assert.equal(26, #assert(c:regen_token(cmd())))
+  end)
+
+  it("checks the host name: the right CA for the wrong name still fails", function()
+    if not tls_url then return pending("stub started without TLS") end
+    -- 127.0.0.2 is not in the certificate's subjectAltName
+    local url = tls_url:gsub("127%.0%.0%.1", "127.0.0.2")
+    local c = mm.new{ url = url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
+    local _, err = c:regen_token(cmd())
+    assert.equal("tls", err.kind)
+  end)
+
+  it("insecure = true works and says so loudly in tostring", function()
+    if not tls_url then return pending("stub started without TLS") end
+    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, insecure = true }
+    assert(c:regen_token(cmd()))
+    assert.matches("INSECURE", tostring(c))
+  end)
+end)
+
+describe("#faults proxies", function()
+  it("sends requests through the proxy option", function()
+    -- The stub's nginx also answers absolute-form proxy requests, so it can
+    -- stand in for a proxy: mm.invalid resolves nowhere, yet the call works.
+    local c = mm.new{ url = "http://mm.invalid", token = fx.users.sysadmin.token, proxy = stub.url, retries = 0 }
+    assert.equal(26, #assert(c:regen_token(cmd())))
+  end)
+
+  it("noproxy bypasses the proxy for the hosts it names", function()
+    local c = mm.new{ url = "http://mm.invalid", token = "x", proxy = stub.url, noproxy = "mm.invalid", retries = 0 }
+    local _, err = c:regen_token(cmd())
+    assert.equal("connect", err.kind)
+  end)
+
+  it("libcurl's http_proxy environment variable keeps working", function()
+    local out = child("http_proxy=" .. stub.url, ([[
+      local mm = require "mm"
+      local c = mm.new{ url = "http://mm.invalid", token = %q, retries = 0 }
+      local t, err = c:regen_token(%q)
+      io.write(t and "ok" or tostring(err))
+    ]]):format(fx.users.sysadmin.token, cmd()))
+    assert.equal("ok", out)
+  end)
+end)
+
+describe("#faults debug output", function()
+  it("shows request and response lines with Authorization redacted", function()
+    local lines = {}
+    local token = fx.users.sysadmin.token
+    local c = mm.new{ url = stub.url, token = token, debug = function(l) lines[#lines + 1] = l end }
+    assert(c:regen_token(cmd()))
+    local text = table.concat(lines, "\n")
+    assert.matches("> PUT " .. stub.url:gsub("%p", "%%%0") .. "/api/v4/commands/", text)
+    assert.matches("> Authorization: Bearer %[redacted%]", text)
+    assert.matches("< HTTP 200", text)
+    assert.matches("< x%-request%-id: ", text)
+    assert.is_nil(text:find(token, 1, true))
+  end)
+
+  it("MM_DEBUG=1 logs to stderr, without the token", function()
+    local token = fx.users.sysadmin.token
+    local out = child("MM_DEBUG=1", ([[
+      local mm = require "mm"
+      local c = mm.new{ url = %q, token = %q }
+      assert(c:regen_token(%q))
+    ]]):format(stub.url, token, cmd()), "2>&1 >/dev/null")
+    assert.matches("mm: > PUT ", out)
+    assert.matches("mm: > Authorization: Bearer %[redacted%]", out)
+    assert.is_nil(out:find(token, 1, true))
+  end)
+end)
