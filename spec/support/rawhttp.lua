@@ -12,20 +12,31 @@ local M = {}
 
 local function parse_url(url)
   local scheme, host, port = url:match("^(https?)://([^:/]+):?(%d*)")
-  assert(scheme == "http", "rawhttp speaks plain http only: " .. tostring(url))
-  return host, tonumber(port) or 80
+  assert(scheme, "not an http(s) URL: " .. tostring(url))
+  return host, tonumber(port) or (scheme == "https" and 443 or 80), scheme
 end
 
 local Conn = {}
 Conn.__index = Conn
 
---- Open a connection to `url` (http://host:port). Returns conn or nil, err.
-function M.connect(url, timeout)
-  local host, port = parse_url(url)
+--- Open a connection to `url` (http://host:port or https://...). For
+-- https, `cafile` is the trust anchor (luasec, peer verification).
+-- Returns conn or nil, err.
+function M.connect(url, timeout, cafile)
+  local host, port, scheme = parse_url(url)
   local sock = socket.tcp()
   sock:settimeout(timeout or 10)
   local ok, err = sock:connect(host, port)
   if not ok then sock:close(); return nil, err end
+  if scheme == "https" then
+    local ssl = require "ssl"
+    sock, err = ssl.wrap(sock, { mode = "client", protocol = "any", verify = "peer", cafile = cafile,
+                                 options = { "all", "no_sslv2", "no_sslv3" } })
+    if not sock then return nil, err end
+    sock:sni(host)
+    ok, err = sock:dohandshake()
+    if not ok then sock:close(); return nil, err end
+  end
   return setmetatable({ sock = sock, host = host, port = port }, Conn)
 end
 
@@ -76,6 +87,8 @@ function Conn:receive(method)
       sock:receive("*l")
     end
     resp.body = table.concat(parts)
+  elseif cl == 0 then
+    resp.body = "" -- luasocket's receive(0) would wait for the timeout
   elseif cl then
     local data, e2, partial = sock:receive(cl)
     if not data then resp.body = partial or ""; return resp, e2 end
@@ -123,7 +136,7 @@ end
 
 --- One request on a fresh connection (closed afterwards).
 function M.request(url, req)
-  local conn, err = M.connect(url, req.timeout)
+  local conn, err = M.connect(url, req.timeout, req.cafile)
   if not conn then return nil, err end
   local resp, e2 = conn:request(req)
   conn:close()
