@@ -24,12 +24,26 @@ BUILD        = build/$(LUA_NAME)
 CORE         = $(BUILD)/mm/core.so
 
 # Debian packages the build, tests, demo and lint need (make deps).
-DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev \
+# libnginx-mod-http-lua runs OpenResty's LuaJIT: its -dev package is
+# libluajit2-5.1-dev, which conflicts with Debian's plain libluajit-5.1-dev.
+DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) \
                lua-cjson lua-busted lua-socket lua-check luarocks nginx libnginx-mod-http-lua \
-               openssl cppcheck ca-certificates
+               libnginx-mod-http-echo openssl cppcheck valgrind ca-certificates
+LUA_DEV     ?= $(if $(filter 5.1,$(LUA_VERSION)),liblua5.1-0-dev,liblua$(LUA_VERSION)-dev)
+# Every Lua the suite runs on (make test-all): name, version, include dir.
+ALL_LUAS     = lua5.1:5.1:/usr/include/lua5.1 lua5.2:5.2:/usr/include/lua5.2 \
+               lua5.3:5.3:/usr/include/lua5.3 lua5.4:5.4:/usr/include/lua5.4 \
+               luajit:5.1:/usr/include/luajit-2.1
+ALL_LUA_PACKAGES = lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev \
+               liblua5.4-dev luajit2 libluajit2-5.1-dev
+SPEC_ARGS   ?=
+VALGRIND    ?= valgrind --quiet --error-exitcode=99 --leak-check=full \
+               --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+               --suppressions=spec/valgrind.supp
 
 SHELL := /bin/bash
-.PHONY: all deps test test-stub test-client test-rock demo lint install uninstall clean
+.PHONY: all deps deps-all test test-all test-rock test-valgrind test-asan soak bench doc demo lint \
+        install uninstall clean
 
 all: $(CORE)
 
@@ -38,7 +52,15 @@ $(CORE): csrc/mm_core.c csrc/compat.h
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ csrc/mm_core.c $(LDFLAGS) $(CURL_LIBS)
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+
+deps-all:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES) $(ALL_LUA_PACKAGES) lua-ldoc"
+
+# Installs the missing ones of PACKAGES with apt-get when root; otherwise
+# prints the command to run.
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	  done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -53,8 +75,45 @@ deps:
 
 # The whole suite against a fresh stub server, then the rockspec install.
 test: deps all
-	bin/mm-stub run -- spec/run $(LUA) $(BUSTED)
+	bin/mm-stub run -- spec/run $(LUA) $(BUSTED) --cpath='$(BUILD)/?.so' $(SPEC_ARGS)
 	$(MAKE) --no-print-directory test-rock
+
+# The suite on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT (OpenResty's luajit2).
+test-all: deps-all
+	@set -e; for l in $(ALL_LUAS); do \
+	  name=$${l%%:*}; rest=$${l#*:}; ver=$${rest%%:*}; inc=$${rest#*:}; \
+	  echo "=== $$name"; \
+	  $(MAKE) --no-print-directory all LUA_NAME=$$name LUA_VERSION=$$ver LUA_INCDIR=$$inc; \
+	  bin/mm-stub run -- spec/run $$name $(BUSTED) --cpath="build/$$name/?.so" $(SPEC_ARGS); \
+	done
+	$(MAKE) --no-print-directory test-rock
+
+# The client side of the whole suite under valgrind memcheck: no errors,
+# nothing definitely or indirectly lost.
+test-valgrind: deps all
+	bin/mm-stub run -- spec/run "$(VALGRIND) $(LUA)" $(BUSTED) --cpath='$(BUILD)/?.so' $(SPEC_ARGS)
+
+# The C core built with AddressSanitizer and UBSan, whole suite. The Lua
+# interpreter is not instrumented, so the runtime is preloaded; leaks are
+# left to test-valgrind (busted exits without closing its Lua state).
+ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
+test-asan: deps
+	$(MAKE) --no-print-directory -B all LUA_NAME=asan \
+	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined"
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  bin/mm-stub run -- spec/run $(LUA) $(BUSTED) --cpath='build/asan/?.so' $(SPEC_ARGS)
+
+# Resident memory over 100,000 calls on one client and 10,000 clients
+# made and dropped (figures for the README's reliability section).
+soak: deps all
+	bin/mm-stub run -- $(LUA) spec/soak.lua
+
+bench: deps all
+	bench/run
+
+doc: deps-all
+	ldoc -d doc -p lua-mattermost -t "lua-mattermost reference" lua/mm.lua
 
 test-rock: deps
 	spec/rock-check $(LUA_VERSION)
@@ -64,7 +123,7 @@ demo: deps all
 
 lint: deps
 	$(MAKE) --no-print-directory -B all OPT=-O2
-	luacheck -q lua spec examples bin/mm stub 2>/dev/null || luacheck lua spec examples stub
+	luacheck -q lua spec examples stub bench bin/mm
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --std=c99 --inline-suppr -I$(LUA_INCDIR) --suppress=missingIncludeSystem csrc
 

@@ -46,7 +46,9 @@ describe("create_job (POST /api/v4/jobs)", function()
     assert.equal("pending", job.status)
     assert.same({ thing = "stuff" }, job.data)
     for _, k in ipairs{ "priority", "create_at", "start_at", "last_activity_at", "progress" } do
-      assert.equal("integer", math.type(job[k]), k .. " should be an integer")
+      assert.is_number(job[k])
+      -- Lua 5.3+ has integers: the client must give them, not floats
+      if math.type then assert.equal("integer", math.type(job[k]), k .. " should be an integer") end
     end
     assert.is_true(job.create_at >= before - 1000 and job.create_at <= before + 5000)
     assert.equal(0, job.start_at)
@@ -431,12 +433,12 @@ describe("clients", function()
   end)
 
   it("closes at the end of a <close> scope (Lua 5.4)", function()
+    if _VERSION ~= "Lua 5.4" then return pending("<close> needs Lua 5.4") end
     local chunk = load([[
       local mm, opts = ...
       local c <close> = mm.new(opts)
       return c
     ]])
-    if not chunk then return pending("needs Lua 5.4") end
     local c = chunk(mm, { url = stub.url, token = "abc" })
     assert.equal("mm.client (closed)", tostring(c))
   end)
