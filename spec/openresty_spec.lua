@@ -13,17 +13,20 @@ local STUB = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STU
 local SLOW = 0.5
 local MM_URL = STUB .. "/__fault/slow_headers:" .. SLOW
 
+-- Whether a shell command succeeded, and its output (portable: pclose
+-- reports differently across Lua versions).
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
+  local p = io.popen(cmd .. " 2>&1; echo \"exit $?\"")
+  local out = p:read("*a")
+  p:close()
+  local text, code = out:match("^(.-)exit (%d+)\n$")
+  return code == "0", text
 end
 
 local function slurp(name)
   local f = io.open(name, "rb")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -143,13 +146,14 @@ describe("examples/openresty", function()
     assert(ok)
     root = out:gsub("%s+$", "")
     assert(io.open("/usr/include/luajit-2.1/lua.h"), "LuaJIT headers missing: apt-get install -y libluajit2-5.1-dev")
-    ok, out = sh("make -s all LUA_VERSION=5.1 LUA_NAME=luajit LUA_INCDIR=/usr/include/luajit-2.1")
+    ok, out = sh("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s all " -- not the settings of a calling make
+      .. "LUA_VERSION=5.1 LUA_NAME=luajit LUA_INCDIR=/usr/include/luajit-2.1")
     assert(ok, "building mm.core for LuaJIT failed:\n" .. out)
 
     ok, out = sh("mktemp -d")
     assert(ok)
     prefix = out:gsub("%s+$", "")
-    assert(sh("chmod 755 " .. prefix))
+    assert(sh("chmod 755 " .. prefix)) -- workers may not run as root
     error_log = prefix .. "/error.log"
     fx = stub("GET", "/__stub/fixtures")
 
