@@ -71,12 +71,12 @@ end
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Runs bin/mm with args and exactly the MM_* variables in env; returns
--- { code, out, err }. Checks on every run that no credential was printed.
-local function mm_run(args, env)
+-- Runs bin/mm (or script) with args and exactly the MM_* variables in env;
+-- returns { code, out, err }. Checks on every run that no credential was printed.
+local function mm_run(args, env, script)
   local parts = { "env -u MM_URL -u MM_TOKEN -u MM_DEBUG" }
   for k, v in pairs(env or {}) do parts[#parts + 1] = q(k .. "=" .. v) end
-  parts[#parts + 1] = "lua5.4 bin/mm"
+  parts[#parts + 1] = "lua5.4 " .. q(script or "bin/mm")
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
   local out, err = tmpfile(), tmpfile()
   local code = sh(table.concat(parts, " ") .. " >" .. out .. " 2>" .. err .. " </dev/null")
@@ -142,6 +142,16 @@ describe("mm help", function()
   it("prints the library's version", function()
     local r = mm_run{ "--version" }
     assert.are.equal(0, r.code)
+    assert.are.equal("mm " .. mm._VERSION, r.out:match("^mm %S+"))
+  end)
+
+  it("finds the checkout's module through a symlink to bin/mm", function()
+    local link = tmpfile()
+    os.remove(link)
+    local code = sh("ln -s \"$PWD/bin/mm\" " .. q(link))
+    assert.are.equal(0, code)
+    local r = mm_run({ "--version" }, {}, link)
+    assert.are.equal(0, r.code, r.err)
     assert.are.equal("mm " .. mm._VERSION, r.out:match("^mm %S+"))
   end)
 end)
