@@ -10,8 +10,11 @@
 
 #if LUA_VERSION_NUM == 501
 
-#ifndef LUAJIT_VERSION_NUM
-/* PUC 5.1 lacks these; LuaJIT 2.1 provides them. */
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+
+/* PUC 5.1 lacks these; LuaJIT 2.1's lauxlib.h has them, and luaL_newlib
+ * tells the two apart without needing luajit.h. */
+#ifndef luaL_newlib
 static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup + 1, "too many upvalues");
   for (; l->name != NULL; l++) {
@@ -31,10 +34,9 @@ static void *luaL_testudata(lua_State *L, int i, const char *tname) {
   lua_pop(L, 2);
   return p;
 }
-#endif
 
-#define lua_rawlen(L, i) lua_objlen((L), (i))
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs((L), (l), 0))
+#endif /* !luaL_newlib */
 
 #endif /* LUA_VERSION_NUM == 501 */
 

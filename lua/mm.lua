@@ -470,7 +470,8 @@ end
 
 local function log_request(self, req)
   local log = self._log
-  log("> " .. req.method .. " " .. req.url)
+  -- scrubbed: an id is token-shaped, and a token passed as an id must not show
+  log("> " .. req.method .. " " .. self._scrub(req.url))
   for _, h in ipairs(self._shown_headers) do log("> " .. h) end
   if req.body then
     log("> " .. JSON_BODY_HEADERS[1])
@@ -503,7 +504,7 @@ local function outcome(self, op, req, status, body, headers, kind, message, code
     err = new_error{ kind = kind, message = self._scrub(message), curl_code = code }
   end
   if err then
-    err.method, err.path = req.method, req.path
+    err.method, err.path = req.method, self._scrub(req.path)
   end
   return value, err
 end
@@ -654,16 +655,16 @@ function Client:wait_job(id, opts)
     if job.status == "error" then
       local detail = job.data and job.data.error
       return nil, new_error{
-        kind = "job", job = job, method = req.method, path = req.path,
-        message = "job " .. id .. " ended in error" .. (detail and (": " .. detail) or ""),
+        kind = "job", job = job, method = req.method, path = self._scrub(req.path),
+        message = self._scrub("job " .. id .. " ended in error" .. (detail and (": " .. detail) or "")),
       }
     end
     if TERMINAL[job.status] then return job end
     local left = deadline - core.monotime()
     if left <= 0 then
       return nil, new_error{
-        kind = "timeout", job = job, method = req.method, path = req.path,
-        message = ("job %s still %s after %g s"):format(id, tostring(job.status), timeout),
+        kind = "timeout", job = job, method = req.method, path = self._scrub(req.path),
+        message = self._scrub(("job %s still %s after %g s"):format(id, tostring(job.status), timeout)),
       }
     end
     core.sleep(interval < left and interval or left)

@@ -383,6 +383,19 @@ describe("error objects", function()
     assert.is_nil(tostring(err):find(secret, 1, true))
   end)
 
+  it("never show the token when it is passed by mistake as an id", function()
+    local secret = "zz9yzz9yzz9yzz9yzz9yzz9yzz"
+    local lines = {}
+    local c = client(nil, { token = secret, debug = function(l) lines[#lines + 1] = l end })
+    for _, call in ipairs{ "regen_token", "get_job", "wait_job" } do
+      local _, err = c[call](c, secret)
+      assert.equal(401, err.status)
+      assert.is_nil(tostring(err):find(secret, 1, true), call)
+      assert.is_nil(err.path:find(secret, 1, true), call)
+    end
+    assert.is_nil(table.concat(lines, "\n"):find(secret, 1, true))
+  end)
+
   it("a refused connection is kind 'connect' with curl's code", function()
     local c = client("sysadmin", { url = "http://127.0.0.1:1" })
     local _, err = c:regen_token(cmd("C_admin"))
