@@ -78,7 +78,9 @@ function M.set_config(patch)
       elseif type(v) == "table" and tonumber(v.per_sec) and tonumber(v.burst)
              and v.per_sec > 0 and v.burst >= 0 then
         c.rate_limit = { per_sec = v.per_sec, burst = math.floor(v.burst) }
-        dict:delete("rl:" .. ngx.var.remote_addr) -- fresh bucket for a new quota
+        for _, key in ipairs(dict:get_keys(0)) do -- fresh buckets for a new quota
+          if key:sub(1, 3) == "rl:" then dict:delete(key) end
+        end
       else return nil, "rate_limit must be false or {per_sec>0, burst>=0}" end
     elseif k == "enable_commands" or k == "developer" or k == "enterprise"
         or k == "enable_user_access_tokens" or k == "strict_csrf" then
