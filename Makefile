@@ -28,7 +28,7 @@ CORE         = $(BUILD)/mm/core.so
 # libluajit2-5.1-dev, which conflicts with Debian's plain libluajit-5.1-dev.
 DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) \
                lua-cjson lua-busted lua-socket lua-check luarocks nginx libnginx-mod-http-lua \
-               libnginx-mod-http-echo openssl cppcheck valgrind ca-certificates
+               libnginx-mod-http-echo libluajit2-5.1-dev openssl cppcheck valgrind ca-certificates
 LUA_DEV     ?= $(if $(filter 5.1,$(LUA_VERSION)),liblua5.1-0-dev,liblua$(LUA_VERSION)-dev)
 # Every Lua the suite runs on (make test-all): name, version, include dir.
 ALL_LUAS     = lua5.1:5.1:/usr/include/lua5.1 lua5.2:5.2:/usr/include/lua5.2 \
@@ -42,7 +42,7 @@ VALGRIND    ?= valgrind --quiet --error-exitcode=99 --leak-check=full \
                --suppressions=spec/valgrind.supp
 
 SHELL := /bin/bash
-.PHONY: all deps deps-all test test-all test-rock test-valgrind test-asan soak bench doc demo lint \
+.PHONY: all deps deps-all luajit-core install-packages test test-all test-rock test-valgrind test-asan soak bench doc demo lint \
         install uninstall clean
 
 all: $(CORE)
@@ -73,8 +73,12 @@ install-packages:
 	  echo "  apt-get install -y $$missing"; exit 1; \
 	fi
 
+# The core for OpenResty's LuaJIT, which the OpenResty spec loads in nginx.
+luajit-core: deps
+	$(MAKE) --no-print-directory all LUA_VERSION=5.1 LUA_NAME=luajit LUA_INCDIR=/usr/include/luajit-2.1
+
 # The whole suite against a fresh stub server, then the rockspec install.
-test: deps all
+test: deps all luajit-core
 	bin/mm-stub run -- spec/run $(LUA) $(BUSTED) --cpath='$(BUILD)/?.so' $(SPEC_ARGS)
 	$(MAKE) --no-print-directory test-rock
 
@@ -101,8 +105,8 @@ test-asan: deps
 	$(MAKE) --no-print-directory -B all LUA_NAME=asan \
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined"
-	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  bin/mm-stub run -- spec/run $(LUA) $(BUSTED) --cpath='build/asan/?.so' $(SPEC_ARGS)
+	bin/mm-stub run -- spec/run "env LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(LUA)" $(BUSTED) --cpath='build/asan/?.so' $(SPEC_ARGS)
 
 # Resident memory over 100,000 calls on one client and 10,000 clients
 # made and dropped (figures for the README's reliability section).
@@ -127,13 +131,23 @@ lint: deps
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --std=c99 --inline-suppr -I$(LUA_INCDIR) --suppress=missingIncludeSystem csrc
 
+# bin/mm-stub needs the stub's files beside it, so it is installed with
+# them under $(STUB_DIR) and linked into bin.
+STUB_DIR    ?= $(PREFIX)/share/lua-mattermost
 install: $(CORE)
-	install -d $(DESTDIR)$(LUA_LMOD) $(DESTDIR)$(LUA_CMOD)/mm
+	install -d $(DESTDIR)$(LUA_LMOD) $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(STUB_DIR)/bin $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub
 	install -m 644 lua/mm.lua $(DESTDIR)$(LUA_LMOD)/mm.lua
 	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so
+	install -m 755 bin/mm $(DESTDIR)$(PREFIX)/bin/mm
+	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub
+	install -m 644 stub/*.json stub/*.in $(DESTDIR)$(STUB_DIR)/stub/
+	install -m 644 stub/lua/mmstub/*.lua $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub/
+	ln -sf $(STUB_DIR)/bin/mm-stub $(DESTDIR)$(PREFIX)/bin/mm-stub
 
 uninstall:
-	rm -f $(DESTDIR)$(LUA_LMOD)/mm.lua $(DESTDIR)$(LUA_CMOD)/mm/core.so
+	rm -rf $(DESTDIR)$(LUA_LMOD)/mm.lua $(DESTDIR)$(LUA_CMOD)/mm/core.so $(DESTDIR)$(PREFIX)/bin/mm \
+	  $(DESTDIR)$(PREFIX)/bin/mm-stub $(DESTDIR)$(STUB_DIR)
 
 clean:
 	rm -rf build
