@@ -270,6 +270,8 @@ describe("POST /api/v4/jobs", function()
   it("decodes like Go: trailing bytes ignored, keys case-insensitive, data {} kept, HTML escaped", function()
     local r = post_job('{"type":"active_users"} trailing garbage', { as = "sysadmin" })
     assert.are.equal(201, r.status)
+    r = post_job('{"extra":[1, {"a":[true,null,"s"]}], "type" : "active_users"}', { as = "sysadmin" })
+    assert.are.equal(201, r.status) -- unknown keys are skipped, whatever their shape
     r = post_job('{"TYPE":"active_users","Data":{}}', { as = "sysadmin" })
     assert.are.equal(201, r.status)
     assert.is_truthy(r.body:match(',"data":{}}\n$'), r.body)

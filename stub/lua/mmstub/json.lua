@@ -161,6 +161,7 @@ parse_value = function(s, i, depth)
       if d == "]" then return node, i + 1 end
       if d == "" then error("eof", 0) end
       if d ~= "," then error("syntax", 0) end
+      i = i + 1
     end
   elseif c == '"' then
     local v
