@@ -545,9 +545,10 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
 /* Parses the last header block into {lower-case name = value}; repeated
  * headers are joined with ", " as HTTP allows. */
 static void push_headers(lua_State *L, const mm_buf *b) {
-  const char *p = b->data, *end = b->data + b->len;
+  const char *p = b->data, *end;
   lua_newtable(L);
-  if (p == NULL) return;
+  if (p == NULL) return; /* no header at all; NULL + 0 is undefined */
+  end = p + b->len;
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *line_end = eol ? eol : end, *colon, *v, *ve;
