@@ -183,6 +183,15 @@ describe("fault modes #faults", function()
     assert.are.equal(201, post("flaky_close:1").status)
   end)
 
+  it("flaky_slow:1: the first answer takes 5 s (checked for 1 s), the next is prompt", function()
+    local r, err = post("flaky_slow:1", 1)
+    assert.is_nil(r)
+    assert.are.equal("timeout", err)
+    local t0 = socket.gettime()
+    assert.are.equal(201, post("flaky_slow:1").status)
+    assert.is_true(socket.gettime() - t0 < 1)
+  end)
+
   it("unknown mode: 404 naming the mode", function()
     local r = assert(post("nope"))
     assert.are.equal(404, r.status)
@@ -211,6 +220,17 @@ describe("TLS listener #faults", function()
                                                 body = JOB1, cafile = CAFILE }))
     assert.are.equal(201, r.status)
     assert.are.equal("active_users", cjson.decode(r.body).type)
+  end)
+
+  it("also listens on 127.0.0.2, a name the certificate does not carry", function()
+    local url2 = TLS_URL:gsub("127%.0%.0%.1", "127.0.0.2")
+    local conn = assert(rawhttp.connect(url2, 5, CAFILE)) -- luasec does not check names
+    local san = conn.sock:getpeercertificate():extensions()["2.5.29.17"]
+    local r = assert(conn:request({ method = "GET", path = "/__stub/ping" }))
+    conn:close()
+    assert.are.equal(200, r.status)
+    assert.are.same({ "localhost" }, san.dNSName)
+    assert.are.same({ "127.0.0.1" }, san.iPAddress)
   end)
 
   it("is not trusted without the CA file", function()

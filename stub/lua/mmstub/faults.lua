@@ -57,11 +57,13 @@ local function fault_429()
   })
 end
 
--- flakyX:N -> the first N requests per (mode, method, path) fail, then normal.
+-- flakyX:N -> the first N requests per (mode, method, path) fail (flaky_slow:
+-- answer after 5 s), then normal answers.
 local FLAKY = {
   flaky503 = function() return api.send(fault_503()) end,
   flaky429 = function() return api.send(fault_429()) end,
   flaky_close = close_now,
+  flaky_slow = function(rest) ngx.sleep(5); return api.send(api.process(rest)) end, -- like slow_headers
 }
 
 function M.serve()
@@ -113,7 +115,7 @@ function M.serve()
     return api.send({ status = 200, body = huge(), headers = { { "Content-Type", "application/json" } } })
   elseif FLAKY[name] and n then
     local count = state.incr(mode .. " " .. ngx.req.get_method() .. " " .. rest)
-    if count <= n then return FLAKY[name]() end
+    if count <= n then return FLAKY[name](rest) end
     return api.send(api.process(rest))
   end
   return api.send(plain(404, "mm-stub: unknown fault mode '" .. tostring(mode) .. "'\n"))
