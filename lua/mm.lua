@@ -52,7 +52,7 @@ local function argmsg(fname, n, msg)
   return ("bad argument #%d to '%s' (%s)"):format(n, fname, msg)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Errors
 
 local Error = { __name = "mm.error" }
@@ -112,7 +112,7 @@ end
 
 local function str(v) if type(v) == "string" then return v end end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Responses
 
 -- JSON values to plain Lua: null becomes nil (no cjson.null reaches users)
@@ -179,7 +179,7 @@ local function success_object(status, body, headers)
   return plain(v)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Operations: how each endpoint builds its request and reads its answer.
 -- Single calls and batches share these.
 
@@ -282,7 +282,7 @@ local OPS = {
   },
 }
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Clients
 
 local Client = { __name = "mm.client" }
@@ -439,6 +439,74 @@ function mm.new(opts)
   return c
 end
 
+-- ------------------------------------------------------------------------
+-- The default client, for the module-level functions.
+
+local default_client
+
+--- Sets up the default client used by the module-level functions.
+-- Without it, the default client is made on first use from the
+-- environment variables `MM_URL` and `MM_TOKEN`.
+-- @tparam table opts as for `mm.new`
+-- @usage
+-- mm.configure{ url = "https://chat.example.com", token = token, retries = 3 }
+-- local token = assert(mm.regen_token(command_id))
+function mm.configure(opts)
+  local c, why = new_client(opts)
+  if not c then error(argmsg("configure", 1, why), 2) end
+  if default_client then default_client:close() end
+  default_client = c
+end
+
+local function default()
+  if default_client and not default_client._closed then return default_client end
+  local url, token = getenv("MM_URL"), getenv("MM_TOKEN")
+  if url == nil or url == "" then
+    error("mm: no server configured: set MM_URL and MM_TOKEN, or call mm.configure{ url = ..., token = ... }", 3)
+  end
+  if token == nil or token == "" then
+    error("mm: no token configured: set MM_TOKEN, or call mm.configure{ url = ..., token = ... }", 3)
+  end
+  local c, why = new_client{ url = url, token = token }
+  if not c then
+    why = why:gsub("option 'url'", "MM_URL"):gsub("option 'token'", "MM_TOKEN")
+    error("mm: " .. why, 3)
+  end
+  default_client = c
+  return c
+end
+
+--- `create_job` on the default client.
+-- @usage local job, err = mm.create_job{ type = "active_users", data = { thing = "stuff" } }
+function mm.create_job(job) return default():create_job(job) end
+
+--- `get_job` on the default client.
+-- @usage local job = assert(mm.get_job(id))
+function mm.get_job(id) return default():get_job(id) end
+
+--- `wait_job` on the default client.
+-- @usage local job, err = mm.wait_job(id, { timeout = 60 })
+function mm.wait_job(id, opts) return default():wait_job(id, opts) end
+
+--- `regen_token` on the default client.
+-- @usage local token, err = mm.regen_token("4xp9fdt7pbgium38k8k9kdzdwe")
+function mm.regen_token(id) return default():regen_token(id) end
+
+--- `regen_tokens` on the default client.
+-- @usage local tokens, failed = mm.regen_tokens(ids, { concurrency = 16 })
+function mm.regen_tokens(ids, opts) return default():regen_tokens(ids, opts) end
+
+--- `create_jobs` on the default client.
+-- @usage local jobs, failed = mm.create_jobs({ { type = "active_users" } })
+function mm.create_jobs(jobs, opts) return default():create_jobs(jobs, opts) end
+
+--- `batch` on the default client.
+-- @usage local results = mm.batch({ { "regen_token", id } })
+function mm.batch(calls, opts) return default():batch(calls, opts) end
+
+--- A client, made by `mm.new`: its own URL, token, options and connections.
+-- @type Client
+
 function Client:__tostring()
   if self._closed then return "mm.client (closed)" end
   local s = "mm.client (" .. self._root .. ")"
@@ -465,7 +533,7 @@ local function check_self(self, name)
   if self._closed then return "mm: attempt to use a closed client" end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Running requests: one attempt, its outcome, and the retry policy.
 
 local function log_request(self, req)
@@ -671,7 +739,7 @@ function Client:wait_job(id, opts)
   end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Batches: many calls at once over curl_multi, in input order.
 
 local BATCH_OPTIONS = { concurrency = "number", on_progress = "function" }
@@ -795,70 +863,5 @@ function Client:create_jobs(jobs, opts)
   if not ok then error(results, 2) end
   return results, failed
 end
-
----------------------------------------------------------------------------
--- The default client, for the module-level functions.
-
-local default_client
-
---- Sets up the default client used by the module-level functions.
--- Without it, the default client is made on first use from the
--- environment variables `MM_URL` and `MM_TOKEN`.
--- @tparam table opts as for `mm.new`
--- @usage
--- mm.configure{ url = "https://chat.example.com", token = token, retries = 3 }
--- local token = assert(mm.regen_token(command_id))
-function mm.configure(opts)
-  local c, why = new_client(opts)
-  if not c then error(argmsg("configure", 1, why), 2) end
-  if default_client then default_client:close() end
-  default_client = c
-end
-
-local function default()
-  if default_client and not default_client._closed then return default_client end
-  local url, token = getenv("MM_URL"), getenv("MM_TOKEN")
-  if url == nil or url == "" then
-    error("mm: no server configured: set MM_URL and MM_TOKEN, or call mm.configure{ url = ..., token = ... }", 3)
-  end
-  if token == nil or token == "" then
-    error("mm: no token configured: set MM_TOKEN, or call mm.configure{ url = ..., token = ... }", 3)
-  end
-  local c, why = new_client{ url = url, token = token }
-  if not c then
-    why = why:gsub("option 'url'", "MM_URL"):gsub("option 'token'", "MM_TOKEN")
-    error("mm: " .. why, 3)
-  end
-  default_client = c
-  return c
-end
-
---- `create_job` on the default client.
--- @usage local job, err = mm.create_job{ type = "active_users", data = { thing = "stuff" } }
-function mm.create_job(job) return default():create_job(job) end
-
---- `get_job` on the default client.
--- @usage local job = assert(mm.get_job(id))
-function mm.get_job(id) return default():get_job(id) end
-
---- `wait_job` on the default client.
--- @usage local job, err = mm.wait_job(id, { timeout = 60 })
-function mm.wait_job(id, opts) return default():wait_job(id, opts) end
-
---- `regen_token` on the default client.
--- @usage local token, err = mm.regen_token("4xp9fdt7pbgium38k8k9kdzdwe")
-function mm.regen_token(id) return default():regen_token(id) end
-
---- `regen_tokens` on the default client.
--- @usage local tokens, failed = mm.regen_tokens(ids, { concurrency = 16 })
-function mm.regen_tokens(ids, opts) return default():regen_tokens(ids, opts) end
-
---- `create_jobs` on the default client.
--- @usage local jobs, failed = mm.create_jobs({ { type = "active_users" } })
-function mm.create_jobs(jobs, opts) return default():create_jobs(jobs, opts) end
-
---- `batch` on the default client.
--- @usage local results = mm.batch({ { "regen_token", id } })
-function mm.batch(calls, opts) return default():batch(calls, opts) end
 
 return mm
