@@ -127,9 +127,13 @@ local function plain(v)
   return v
 end
 
+-- application/json, with or without parameters (the real server sends
+-- none; a proxy may add a charset), but not application/json-seq and such.
 local function is_json(headers)
   local ct = headers["content-type"]
-  return ct ~= nil and ct:lower():match("^%s*application/json%s*[;]?") ~= nil
+  if ct == nil then return false end
+  ct = ct:lower()
+  return ct:match("^%s*application/json%s*$") ~= nil or ct:match("^%s*application/json%s*;") ~= nil
 end
 
 -- The error for an HTTP status >= 300. The body is an AppError when the
@@ -709,8 +713,10 @@ function Client:wait_job(id, opts)
   if type(opts) ~= "table" then error(argmsg("wait_job", 2, "options table expected, got " .. type(opts)), 2) end
   for k, v in pairs(opts) do
     if not WAIT_OPTIONS[k] then error(argmsg("wait_job", 2, "unknown option '" .. tostring(k) .. "'"), 2) end
-    if type(v) ~= "number" or not (v >= 0 and v <= 86400) then
-      error(argmsg("wait_job", 2, "option '" .. k .. "' must be a number of seconds from 0 to 86400"), 2)
+    -- an interval of 0 would poll the server in a tight loop
+    local low = k == "interval" and 0.001 or 0
+    if type(v) ~= "number" or not (v >= low and v <= 86400) then
+      error(argmsg("wait_job", 2, ("option '%s' must be a number of seconds from %g to 86400"):format(k, low)), 2)
     end
   end
   local timeout, interval = opts.timeout or 60, opts.interval or 1

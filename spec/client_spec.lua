@@ -304,6 +304,7 @@ describe("argument checks raise and send nothing", function()
     local id = "4xp9fdt7pbgium38k8k9kdzdwe"
     raises("bad argument #2 to 'wait_job' %(unknown option 'timout'%)", c.wait_job, c, id, { timout = 1 })
     raises("option 'interval' must be a number", c.wait_job, c, id, { interval = "1" })
+    raises("option 'interval' must be a number of seconds from 0.001", c.wait_job, c, id, { interval = 0 })
     raises("options table expected, got string", c.wait_job, c, id, "fast")
     assert.same({}, stub.requests())
   end)
