@@ -313,7 +313,6 @@ static int configure_template(lua_State *L, mm_client *c) {
 #endif
   SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
   SETOPT(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  SETOPT(h, CURLOPT_PIPEWAIT, 1L);
   if (opt_number(L, "timeout", &d)) SETOPT(h, CURLOPT_TIMEOUT_MS, (long)(d * 1000));
   if (opt_number(L, "connect_timeout", &d)) SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(d * 1000));
   if (opt_number(L, "max_body", &d)) {
@@ -433,36 +432,35 @@ static int method_index(const char *name) {
 }
 
 /*
- * Reads request fields from the table at idx ({method, url, headers, body})
- * and prepares slot s. The body string stays referenced by the request
- * table, which stays on the stack for the whole transfer.
+ * Prepares slot s for a request whose method, url, headers (nil or an
+ * array of header lines) and body (nil or a string) are at the given stack
+ * indexes. The strings must stay referenced (on the stack, or in a table
+ * on the stack) until the transfer is over: libcurl borrows the body.
  */
-static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int idx) {
-  const char *url, *body;
+static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, int hi, int bi) {
+  const char *url, *body = NULL;
   size_t body_len = 0;
   int m, has_ct = 0, post_mode;
   CURL *h = s->easy;
 
-  lua_getfield(L, idx, "method");
-  m = method_index(lua_tostring(L, -1));
+  m = method_index(lua_tostring(L, mi));
   if (m < 0) luaL_error(L, "request method must be one of GET HEAD DELETE POST PUT PATCH");
-  lua_getfield(L, idx, "url");
-  url = lua_tostring(L, -1);
-  if (url == NULL) luaL_error(L, "request url must be a string");
-  lua_getfield(L, idx, "body");
-  body = lua_tolstring(L, -1, &body_len);
-  if (body == NULL && !lua_isnil(L, -1)) luaL_error(L, "request body must be a string");
+  if (lua_type(L, ui) != LUA_TSTRING) luaL_error(L, "request url must be a string");
+  url = lua_tostring(L, ui);
+  if (lua_type(L, bi) == LUA_TSTRING)
+    body = lua_tolstring(L, bi, &body_len);
+  else if (!lua_isnoneornil(L, bi))
+    luaL_error(L, "request body must be a string");
   if (body != NULL && (m == M_GET || m == M_HEAD))
     luaL_error(L, "a %s request cannot have a body", methods[m]);
   post_mode = body != NULL || m >= M_POST;
 
-  lua_getfield(L, idx, "headers");
-  if (!lua_isnil(L, -1)) {
+  if (!lua_isnoneornil(L, hi)) {
     struct curl_slist *list;
-    if (!lua_istable(L, -1)) luaL_error(L, "request headers must be a table");
+    if (!lua_istable(L, hi)) luaL_error(L, "request headers must be a table");
     list = list_copy(c->headers, NULL);
     if (list == NULL) luaL_error(L, "out of memory");
-    list = header_list(L, lua_gettop(L), "request", list, &has_ct);
+    list = header_list(L, hi, "request", list, &has_ct);
     if (post_mode && !has_ct) {
       struct curl_slist *next = curl_slist_append(list, "Content-Type:");
       if (next == NULL) {
@@ -473,7 +471,6 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int idx) {
     }
     s->extra_headers = list;
   }
-  lua_pop(L, 4);
 
   buf_reset(&s->body);
   buf_reset(&s->head);
@@ -482,6 +479,10 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int idx) {
   s->max_body = c->max_body;
 
   curl_easy_setopt(h, CURLOPT_URL, url);
+  /* Waiting for a possible HTTP/2 connection pays only where ALPN can
+   * offer it; on http:// it would hold every new transfer of a fresh
+   * client until the first answer shows HTTP/1.1. */
+  curl_easy_setopt(h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER,
                    s->extra_headers ? s->extra_headers
                                     : (post_mode ? c->headers_noct : c->headers));
@@ -495,6 +496,22 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int idx) {
     curl_easy_setopt(h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
   }
+}
+
+/* Prepares slot s from request #i of the list at reqs_idx
+ * ({method=, url=, headers=, body=}). */
+static void slot_prepare_from(lua_State *L, mm_client *c, mm_slot *s, int reqs_idx, int i) {
+  int t;
+  lua_rawgeti(L, reqs_idx, i);
+  if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", i);
+  t = lua_gettop(L);
+  lua_getfield(L, t, "method");
+  lua_getfield(L, t, "url");
+  lua_getfield(L, t, "headers");
+  lua_getfield(L, t, "body");
+  slot_prepare(L, c, s, t + 1, t + 2, t + 3, t + 4);
+  lua_pop(L, 5);
+  s->request = i;
 }
 
 /* ------------------------------------------------------------------ */
@@ -542,13 +559,11 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
   }
 }
 
-/* Parses the last header block into {lower-case name = value}; repeated
- * headers are joined with ", " as HTTP allows. */
-static void push_headers(lua_State *L, const mm_buf *b) {
-  const char *p = b->data, *end;
-  lua_newtable(L);
-  if (p == NULL) return; /* no header at all; NULL + 0 is undefined */
-  end = p + b->len;
+/* Parses a header block into {lower-case name = value}; repeated headers
+ * are joined with ", " as HTTP allows. */
+static void push_headers(lua_State *L, const char *p, size_t len) {
+  const char *end = p + len;
+  lua_createtable(L, 0, 8);
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *line_end = eol ? eol : end, *colon, *v, *ve;
@@ -583,6 +598,16 @@ static void push_headers(lua_State *L, const mm_buf *b) {
   }
 }
 
+/* core.parse_headers(block) -> {lower-case name = value}. Responses carry
+ * their header block raw: the usual caller needs only the content type
+ * (given apart), so the table is built only when asked for. */
+static int core_parse_headers(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len);
+  push_headers(L, p, len);
+  return 1;
+}
+
 /* Pushes the error triple for a failed transfer: kind, message, code. */
 static void push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
   lua_pushstring(L, error_kind(rc, s));
@@ -593,18 +618,31 @@ static void push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
   lua_pushinteger(L, (lua_Integer)rc);
 }
 
-/* result table: {status=, body=, headers=} or {kind=, message=, curl_code=} */
+/* Pushes status, body, content type (or nil) and the raw header block. */
+static void push_response(lua_State *L, mm_slot *s) {
+  long status = 0;
+  char *ctype = NULL;
+  curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(s->easy, CURLINFO_CONTENT_TYPE, &ctype);
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
+  if (ctype != NULL)
+    lua_pushstring(L, ctype);
+  else
+    lua_pushnil(L);
+  lua_pushlstring(L, s->head.data ? s->head.data : "", s->head.len);
+}
+
+/* result table: {status=, body=, content_type=, head=} or
+ * {kind=, message=, curl_code=} */
 static void push_result_table(lua_State *L, mm_slot *s, CURLcode rc) {
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   if (rc == CURLE_OK) {
-    long status = 0;
-    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-    lua_pushinteger(L, (lua_Integer)status);
+    push_response(L, s);
+    lua_setfield(L, -5, "head");
+    lua_setfield(L, -4, "content_type");
+    lua_setfield(L, -3, "body");
     lua_setfield(L, -2, "status");
-    lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
-    lua_setfield(L, -2, "body");
-    push_headers(L, &s->head);
-    lua_setfield(L, -2, "headers");
   } else {
     push_failure(L, s, rc);
     lua_setfield(L, -4, "curl_code");
@@ -631,27 +669,14 @@ static void finish(mm_client *c, mm_slot *s) {
 }
 
 /*
- * Runs requests[1..n] (table at reqs_idx) with at most `limit` in flight.
- * For each completed request calls done(L, c, slot, rc, ud); done may call
- * back into Lua: no transfer callback is running at that point.
+ * Drives the attached transfers until none is left. Each completed one is
+ * detached, then given to done(L, c, slot, rc, ud), which may call back
+ * into Lua (no transfer callback is running then) and may start the
+ * slot's next transfer, returning 1 if it did.
  */
-typedef void (*done_fn)(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud);
+typedef int (*done_fn)(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud);
 
-static void run_transfers(lua_State *L, mm_client *c, int reqs_idx, int n, int limit,
-                          done_fn done, void *ud) {
-  int next = 1, in_flight = 0, i;
-  slots_detach(c);
-  if (limit > n) limit = n;
-  for (i = 0; i < limit; i++) {
-    mm_slot *s = slot_get(L, c, i);
-    lua_rawgeti(L, reqs_idx, next);
-    if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", next);
-    slot_prepare(L, c, s, lua_gettop(L));
-    lua_pop(L, 1);
-    s->request = next++;
-    attach(L, c, s);
-    in_flight++;
-  }
+static void pump(lua_State *L, mm_client *c, int in_flight, done_fn done, void *ud) {
   while (in_flight > 0) {
     int running = 0, left = 0;
     CURLMsg *msg;
@@ -663,16 +688,9 @@ static void run_transfers(lua_State *L, mm_client *c, int reqs_idx, int n, int l
       if (msg->msg != CURLMSG_DONE) continue;
       rc = msg->data.result;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-      done(L, c, s, rc, ud);
-      finish(c, s);
+      finish(c, s); /* msg is invalid from here on: rc and s are copies */
       in_flight--;
-      if (next <= n) {
-        lua_rawgeti(L, reqs_idx, next);
-        if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", next);
-        slot_prepare(L, c, s, lua_gettop(L));
-        lua_pop(L, 1);
-        s->request = next++;
-        attach(L, c, s);
+      if (done(L, c, s, rc, ud)) {
         in_flight++;
         running = 1; /* perform again before polling: the new handle is idle */
       }
@@ -684,41 +702,32 @@ static void run_transfers(lua_State *L, mm_client *c, int reqs_idx, int n, int l
   }
 }
 
-/* client:request{method=, url=, headers=, body=}
- *   -> status, body, headers  |  nil, kind, message, curl_code */
-typedef struct {
-  int nret;
-} single_state;
-
-static void single_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
-  single_state *st = ud;
+/* client:request(method, url [, headers [, body]])
+ *   -> status, body, content_type, header_block
+ *    | nil, kind, message, curl_code */
+static int single_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
   (void)c;
+  (void)ud;
   if (rc == CURLE_OK) {
-    long status = 0;
-    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-    lua_pushinteger(L, (lua_Integer)status);
-    lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
-    push_headers(L, &s->head);
-    st->nret = 3;
+    push_response(L, s);
   } else {
     lua_pushnil(L);
     push_failure(L, s, rc);
-    st->nret = 4;
   }
   buf_reset(&s->body);
+  return 0;
 }
 
 static int client_request(lua_State *L) {
   mm_client *c = check_client(L);
-  single_state st = {0};
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  /* A one-element request list at index 3, so the loop is shared. */
-  lua_createtable(L, 1, 0);
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, 3, 1);
-  run_transfers(L, c, 3, 1, 1, single_done, &st);
-  return st.nret;
+  mm_slot *s;
+  lua_settop(L, 5);
+  slots_detach(c);
+  s = slot_get(L, c, 0);
+  slot_prepare(L, c, s, 2, 3, 4, 5);
+  attach(L, c, s);
+  pump(L, c, 1, single_done, NULL);
+  return 4;
 }
 
 /* client:request_many(requests, concurrency [, on_done])
@@ -726,17 +735,15 @@ static int client_request(lua_State *L) {
  * on_done(i, result), if given, is called after each completion, between
  * transfers; an error in it aborts the batch (the client stays usable). */
 typedef struct {
-  int results_idx, cb_idx, done;
+  int reqs_idx, results_idx, cb_idx, next, n;
 } many_state;
 
-static void many_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
+static int many_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
   many_state *st = ud;
-  (void)c;
   push_result_table(L, s, rc);
   buf_reset(&s->body);
   lua_pushvalue(L, -1);
   lua_rawseti(L, st->results_idx, s->request);
-  st->done++;
   if (st->cb_idx) {
     lua_pushvalue(L, st->cb_idx);
     lua_pushinteger(L, s->request);
@@ -744,12 +751,16 @@ static void many_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void 
     lua_call(L, 2, 0);
   }
   lua_pop(L, 1);
+  if (st->next > st->n) return 0;
+  slot_prepare_from(L, c, s, st->reqs_idx, st->next++);
+  attach(L, c, s);
+  return 1;
 }
 
 static int client_request_many(lua_State *L) {
   mm_client *c = check_client(L);
-  many_state st = {0, 0, 0};
-  int n, limit;
+  many_state st = {2, 0, 0, 1, 0};
+  int limit, i;
   luaL_checktype(L, 2, LUA_TTABLE);
   limit = (int)luaL_checkinteger(L, 3);
   luaL_argcheck(L, limit >= 1 && limit <= MM_MAX_CONCURRENCY, 3,
@@ -759,10 +770,17 @@ static int client_request_many(lua_State *L) {
     st.cb_idx = 4;
   }
   lua_settop(L, 4);
-  n = (int)lua_rawlen(L, 2);
-  lua_createtable(L, n, 0);
+  st.n = (int)lua_rawlen(L, 2);
+  lua_createtable(L, st.n, 0);
   st.results_idx = lua_gettop(L);
-  if (n > 0) run_transfers(L, c, 2, n, limit, many_done, &st);
+  slots_detach(c);
+  if (limit > st.n) limit = st.n;
+  for (i = 0; i < limit; i++) {
+    mm_slot *s = slot_get(L, c, i);
+    slot_prepare_from(L, c, s, st.reqs_idx, st.next++);
+    attach(L, c, s);
+  }
+  pump(L, c, limit, many_done, &st);
   return 1;
 }
 
@@ -811,6 +829,7 @@ static const luaL_Reg core_funcs[] = {
     {"sleep", core_sleep},
     {"monotime", core_monotime},
     {"is_client", core_is_client},
+    {"parse_headers", core_parse_headers},
     {NULL, NULL},
 };
 
