@@ -239,3 +239,76 @@ describe("TLS listener #faults", function()
     assert.is_truthy(tostring(err):find("certificate"), tostring(err))
   end)
 end)
+
+describe("HTTP/2 and mutual TLS #faults", function()
+  local TLS_URL, CAFILE = os.getenv("MM_STUB_TLS_URL"), os.getenv("MM_STUB_CAFILE")
+  local MTLS_URL = os.getenv("MM_STUB_MTLS_URL")
+  local CERT, KEY = os.getenv("MM_STUB_CLIENT_CERT"), os.getenv("MM_STUB_CLIENT_KEY")
+
+  local function curl_args(extra)
+    local args = { "--cacert", CAFILE, "-H", "Authorization: Bearer " .. fx.users.sysadmin.token }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    return args
+  end
+
+  it("the TLS listener answers HTTP/2 (ALPN h2) and still HTTP/1.1; the log records the protocol", function()
+    assert.is_truthy(TLS_URL and CAFILE, "stub started without TLS")
+    local r = assert(rawhttp.curl(TLS_URL .. "/api/v4/jobs", curl_args({ "--http2", "--data", JOB1 })))
+    assert.are.equal(201, r.status)
+    assert.are.equal("2", r.http_version)
+    assert.are.equal("active_users", cjson.decode(r.body).type)
+    r = assert(rawhttp.curl(TLS_URL .. "/api/v4/jobs/1234", curl_args({ "--http1.1" })))
+    assert.are.equal("1.1", r.http_version)
+    assert.are.equal(400, r.status) -- not a valid job id
+    local log = control("GET", "/__stub/requests")
+    assert.are.equal(2, #log)
+    assert.are.equal(2, log[1].http_version)
+    assert.are.equal(JOB1, log[1].body)
+    -- HTTP/2: lowercase names from ngx.req.get_headers, sorted by name
+    assert.are.same({ "authorization", "Bearer " .. fx.users.sysadmin.token }, log[1].headers[2])
+    assert.are.equal(1.1, log[2].http_version)
+    assert.are_not.equal(log[1].connection, log[2].connection)
+  end)
+
+  it("counts HTTP/2 streams of one connection as requests of that connection", function()
+    local url = TLS_URL .. "/api/v4/jobs/1234"
+    -- one curl, three URLs: one connection, three streams
+    local r = assert(rawhttp.curl(url, curl_args({ "--http2", url, url })))
+    assert.are.equal("2", r.http_version)
+    local conns = control("GET", "/__stub/connections")
+    assert.are.equal(1, #conns)
+    assert.are.equal(3, conns[1].requests)
+    for _, e in ipairs(control("GET", "/__stub/requests")) do
+      assert.are.equal(conns[1].connection, e.connection)
+      assert.are.equal(2, e.http_version)
+    end
+  end)
+
+  it("the mutual-TLS listener serves the API to a client with the generated certificate", function()
+    assert.is_truthy(MTLS_URL and CERT and KEY, "stub started without TLS")
+    for _, proto in ipairs({ "--http2", "--http1.1" }) do
+      local r = assert(rawhttp.curl(MTLS_URL .. "/api/v4/jobs",
+                                    curl_args({ proto, "--cert", CERT, "--key", KEY, "--data", JOB1 })))
+      assert.are.equal(201, r.status)
+      assert.are.equal(proto == "--http2" and "2" or "1.1", r.http_version)
+    end
+  end)
+
+  it("the mutual-TLS listener answers nginx's 400 without a client certificate, or with another one", function()
+    local r = assert(rawhttp.curl(MTLS_URL .. "/api/v4/jobs", curl_args({ "--data", JOB1 })))
+    assert.are.equal(400, r.status)
+    assert.is_truthy(r.body:find("No required SSL certificate was sent", 1, true), r.body)
+    local prefix = assert(os.getenv("MM_STUB_PREFIX"))
+    r = assert(rawhttp.curl(MTLS_URL .. "/api/v4/jobs",
+                            curl_args({ "--cert", CAFILE, "--key", prefix .. "/key.pem", "--data", JOB1 })))
+    assert.are.equal(400, r.status)
+    assert.is_truthy(r.body:find("The SSL certificate error", 1, true), r.body)
+    assert.are.same({}, control("GET", "/__stub/requests")) -- never reached the emulator
+  end)
+
+  it("rawhttp.curl reports a failed connection as nil, error", function()
+    local r, err = rawhttp.curl(TLS_URL .. "/__stub/ping", {}) -- no CA file: not trusted
+    assert.is_nil(r)
+    assert.is_truthy(tostring(err):find("certificate", 1, true), tostring(err))
+  end)
+end)

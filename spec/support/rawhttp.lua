@@ -152,4 +152,33 @@ function M.all(resp, name)
   return out
 end
 
+local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+--- Run the `curl` program (a subprocess: HTTP/2 via ALPN, client
+-- certificates, which luasocket/luasec cannot do) on `url`. `args` is a list
+-- of extra curl arguments, e.g. { "--http2", "--cacert", cafile, "--cert", crt,
+-- "--key", key, "-H", "Authorization: Bearer x", "--data", "{}" }.
+-- Returns { status = 201, http_version = "2" | "1.1" | "1.0", body = "..." } or,
+-- when curl fails (no answer: handshake refused, connection closed...), nil,
+-- curl's error text and its exit code (nil on Lua 5.1).
+function M.curl(url, args)
+  local out = os.tmpname()
+  local cmd = { "curl", "-sS", "--max-time", "10", "-o", shell_quote(out),
+                "-w", shell_quote("%{http_code} %{http_version}") }
+  for _, a in ipairs(args or {}) do cmd[#cmd + 1] = shell_quote(a) end
+  cmd[#cmd + 1] = shell_quote(url)
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+  local meta = p:read("*a")
+  local _, _, code = p:close()
+  local f = io.open(out, "rb")
+  local body = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(out)
+  local status, version = meta:match("(%d%d%d) ([%d.]+)%s*$")
+  if not status or status == "000" then -- (Lua 5.1's close() gives no exit code)
+    return nil, (meta:gsub("%s*000 [%d.]+%s*$", "")), code
+  end
+  return { status = tonumber(status), http_version = version, body = body }
+end
+
 return M

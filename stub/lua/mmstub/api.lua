@@ -406,15 +406,32 @@ end
 
 --- Record the request for GET /__stub/requests: method, URI as sent,
 -- headers in wire order and the raw body.
+-- HTTP/2 has no raw header block (ngx.req.raw_header refuses it): there the
+-- headers come from ngx.req.get_headers, names lowercase as h2 sends them,
+-- sorted by name (HPACK order is not observable), no pseudo-headers.
 function M.record()
   local headers = {}
-  for line in (ngx.req.raw_header(true) or ""):gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
-    if name then headers[#headers + 1] = { name, value } end
+  if ngx.req.http_version() == 2 then
+    local all, names = ngx.req.get_headers(0, true), {}
+    for name in pairs(all) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      local value = all[name]
+      if type(value) ~= "table" then value = { value } end
+      for _, v in ipairs(value) do headers[#headers + 1] = { name, v } end
+    end
+  else
+    for line in (ngx.req.raw_header(true) or ""):gmatch("[^\r\n]+") do
+      local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+      if name then headers[#headers + 1] = { name, value } end
+    end
   end
   local body = M.body()
   state.log_push("requests", {
     method = ngx.req.get_method(), uri = ngx.var.request_uri, headers = headers,
+    -- 2.0 for HTTP/2 (TLS listeners, ALPN h2), 1.1 / 1.0 otherwise; the
+    -- connection number as in GET /__stub/connections (streams share it)
+    http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
     -- keep the log small: bodies over 1 MiB are cut (body_length tells)
     body = body:sub(1, RECORD_LIMIT), body_length = #body,
   })
