@@ -45,6 +45,13 @@ local function id_problem(id)
   end
 end
 
+local find = string.find
+
+-- The usual case in one call; id_problem says what is wrong otherwise.
+local function is_id(id)
+  return type(id) == "string" and #id == 26 and find(id, "^[a-z0-9]+$") ~= nil
+end
+
 -- Argument problems are found by functions that return a message; only
 -- the public function raises it (error level 2), so the message points at
 -- the caller's line however deep the check was made.
@@ -129,18 +136,23 @@ end
 
 -- application/json, with or without parameters (the real server sends
 -- none; a proxy may add a charset), but not application/json-seq and such.
-local function is_json(headers)
-  local ct = headers["content-type"]
-  if ct == nil then return false end
-  ct = ct:lower()
-  return ct:match("^%s*application/json%s*$") ~= nil or ct:match("^%s*application/json%s*;") ~= nil
+local function is_json(ctype)
+  if ctype == "application/json" then return true end -- the usual case, cheaply
+  if ctype == nil then return false end
+  ctype = ctype:lower()
+  return ctype:match("^%s*application/json%s*$") ~= nil or ctype:match("^%s*application/json%s*;") ~= nil
 end
+
+-- A response is status, body, content type and the raw header block; the
+-- header table is made only when an error or a debug line needs it.
+local parse_headers = core.parse_headers
 
 -- The error for an HTTP status >= 300. The body is an AppError when the
 -- server made it; the 429 of the rate limiter and proxies' pages are not.
-local function http_error(status, body, headers, scrub)
+local function http_error(status, body, ctype, head, scrub)
+  local headers = parse_headers(head)
   local e = { kind = "http", status = status, request_id = headers["x-request-id"] }
-  local app = is_json(headers) and json.decode(body)
+  local app = is_json(ctype) and json.decode(body)
   if type(app) == "table" and type(app.id) == "string" then
     e.id = app.id
     e.message = scrub(str(app.message))
@@ -163,36 +175,36 @@ local function http_error(status, body, headers, scrub)
   return new_error(e)
 end
 
-local function decode_error(status, headers, why, body)
+local function decode_error(status, body, head, why)
   return new_error{
-    kind = "decode", status = status, request_id = headers["x-request-id"],
+    kind = "decode", status = status, request_id = parse_headers(head)["x-request-id"],
     message = why, body = body:sub(1, 1024),
   }
 end
 
--- A 2xx body as a JSON object, or nil and a decode error.
-local function success_object(status, body, headers)
-  if not is_json(headers) then
-    return nil, decode_error(status, headers,
-      "expected application/json, got " .. tostring(headers["content-type"]), body)
+-- A 2xx body as a JSON object (still with cjson's nulls and floats), or
+-- nil and a decode error.
+local function success_object(status, body, ctype, head)
+  if not is_json(ctype) then
+    return nil, decode_error(status, body, head, "expected application/json, got " .. tostring(ctype))
   end
   local v, why = json.decode(body)
   if type(v) ~= "table" or v[1] ~= nil then
-    return nil, decode_error(status, headers, "invalid JSON object: " .. tostring(why or "not an object"), body)
+    return nil, decode_error(status, body, head, "invalid JSON object: " .. tostring(why or "not an object"))
   end
-  return plain(v)
+  return v
 end
 
 -- ------------------------------------------------------------------------
 -- Operations: how each endpoint builds its request and reads its answer.
 -- Single calls and batches share these.
 
-local function job_result(status, body, headers)
-  local job, err = success_object(status, body, headers)
+local function job_result(status, body, ctype, head)
+  local job, err = success_object(status, body, ctype, head)
   if job and type(job.id) ~= "string" then
-    return nil, decode_error(status, headers, "response is not a job", body)
+    return nil, decode_error(status, body, head, "response is not a job")
   end
-  return job, err
+  return plain(job), err
 end
 
 -- The `data` of a job as JSON: string keys to string values (the server
@@ -232,12 +244,13 @@ local function typename(v)
   return v == nil and "no value" or type(v)
 end
 
--- Each operation: `build(arg)` returns path, body (or nil, why) and
--- `result(status, body, headers)` reads a 2xx answer into value or nil, err.
+-- Each operation: `build(root, arg)` returns the URL and body (or nil,
+-- why) and `result(status, body, ctype, head)` reads a 2xx answer into the
+-- value, or nil and an error.
 local OPS = {
   create_job = {
     method = "POST", idempotent = false,
-    build = function(job)
+    build = function(root, job)
       if type(job) ~= "table" then
         return nil, "table expected, got " .. typename(job)
       end
@@ -254,16 +267,15 @@ local OPS = {
         data, why = encode_data(job.data)
         if not data then return nil, why end
       end
-      return "/jobs", '{"type":' .. json.encode(job.type) .. ',"data":' .. data .. "}"
+      return root .. "/jobs", '{"type":' .. json.encode(job.type) .. ',"data":' .. data .. "}"
     end,
     result = job_result,
   },
   get_job = {
     method = "GET", idempotent = true,
-    build = function(id)
-      local why = id_problem(id)
-      if why then return nil, why end
-      return "/jobs/" .. id
+    build = function(root, id)
+      if not is_id(id) then return nil, id_problem(id) end
+      return root .. "/jobs/" .. id
     end,
     result = job_result,
   },
@@ -271,15 +283,14 @@ local OPS = {
     -- PUT is idempotent in HTTP's sense: a retry after a lost answer
     -- regenerates again, and the token returned is the one in force.
     method = "PUT", idempotent = true,
-    build = function(id)
-      local why = id_problem(id)
-      if why then return nil, why end
-      return "/commands/" .. id .. "/regen_token"
+    build = function(root, id)
+      if not is_id(id) then return nil, id_problem(id) end
+      return root .. "/commands/" .. id .. "/regen_token"
     end,
-    result = function(status, body, headers)
-      local t, err = success_object(status, body, headers)
+    result = function(status, body, ctype, head)
+      local t, err = success_object(status, body, ctype, head)
       if t and type(t.token) ~= "string" then
-        return nil, decode_error(status, headers, "response has no token", body)
+        return nil, decode_error(status, body, head, "response has no token")
       end
       return t and t.token, err
     end,
@@ -540,18 +551,18 @@ end
 -- ------------------------------------------------------------------------
 -- Running requests: one attempt, its outcome, and the retry policy.
 
-local function log_request(self, req)
+local function log_request(self, method, url, body)
   local log = self._log
   -- scrubbed: an id is token-shaped, and a token passed as an id must not show
-  log("> " .. req.method .. " " .. self._scrub(req.url))
+  log("> " .. method .. " " .. self._scrub(url))
   for _, h in ipairs(self._shown_headers) do log("> " .. h) end
-  if req.body then
+  if body then
     log("> " .. JSON_BODY_HEADERS[1])
-    log("> [" .. #req.body .. " bytes of body]")
+    log("> [" .. #body .. " bytes of body]")
   end
 end
 
-local function log_response(self, status, headers, kind, message, elapsed)
+local function log_response(self, status, head, kind, message, elapsed)
   local log = self._log
   local ms = ("(%.1f ms)"):format(elapsed * 1000)
   if not status then
@@ -559,24 +570,26 @@ local function log_response(self, status, headers, kind, message, elapsed)
     return
   end
   log("< HTTP " .. status .. " " .. ms)
-  local names = {}
+  local headers, names = parse_headers(head), {}
   for k in pairs(headers) do names[#names + 1] = k end
   sort(names)
   for _, k in ipairs(names) do log("< " .. k .. ": " .. self._scrub(headers[k])) end
 end
 
--- The value or error of one attempt.
-local function outcome(self, op, req, status, body, headers, kind, message, code)
+-- The value or error of one attempt: an answer (status, body, ctype,
+-- head) or a failure (nil, and kind, message, code in their place).
+local function outcome(self, op, method, url, status, body, ctype, head)
   local value, err
   if status and status >= 200 and status < 300 then
-    value, err = op.result(status, body, headers)
+    value, err = op.result(status, body, ctype, head)
   elseif status then
-    err = http_error(status, body, headers, self._scrub)
+    err = http_error(status, body, ctype, head, self._scrub)
   else
-    err = new_error{ kind = kind, message = self._scrub(message), curl_code = code }
+    err = new_error{ kind = body, message = self._scrub(ctype), curl_code = head }
   end
   if err then
-    err.method, err.path = req.method, self._scrub(req.path)
+    err.method = method
+    err.path = self._scrub("/api/v4" .. url:sub(#self._root + 1))
   end
   return value, err
 end
@@ -606,51 +619,36 @@ local function retry_wait(self, op, err, n)
   return wait
 end
 
-local function new_request(self, op, arg)
-  local path, body = op.build(arg)
-  if not path then return nil, body end
-  return {
-    method = op.method, path = "/api/v4" .. path, url = self._root .. path,
-    headers = body and JSON_BODY_HEADERS or nil, body = body,
-  }
-end
-
 -- One call, with retries: value or nil, err.
-local function perform(self, op, req)
-  local handle, n = self._core, 0
+local function perform(self, op, url, body)
+  local handle, method, n = self._core, op.method, 0
+  local headers = body and JSON_BODY_HEADERS or nil
   while true do
     n = n + 1
-    local t0
-    if self._log then
-      log_request(self, req)
+    local log, t0 = self._log
+    if log then
+      log_request(self, method, url, body)
       t0 = core.monotime()
     end
-    -- status, body, headers on an answer; nil, kind, message, code if none
-    local status, a, b, code = handle:request(req)
-    local value, err
-    if status then
-      if self._log then log_response(self, status, b, nil, nil, core.monotime() - t0) end
-      value, err = outcome(self, op, req, status, a, b)
-    else
-      if self._log then log_response(self, nil, nil, a, b, core.monotime() - t0) end
-      value, err = outcome(self, op, req, nil, nil, nil, a, b, code)
-    end
+    local status, a, b, c = handle:request(method, url, headers, body)
+    if log then log_response(self, status, c, a, b, core.monotime() - t0) end
+    local value, err = outcome(self, op, method, url, status, a, b, c)
     if not err then return value end
     err.attempts = n
     local wait = retry_wait(self, op, err, n)
     if not wait then return nil, err end
-    if self._log then self._log(("retrying in %.2f s after %s"):format(wait, tostring(err))) end
+    if log then log(("retrying in %.2f s after %s"):format(wait, tostring(err))) end
     core.sleep(wait)
   end
 end
 
+-- A single call: true, value, err; or nil and the message to raise.
 local function call(self, name, arg)
-  local why = check_self(self, name)
-  if why then return nil, why end
+  if getmetatable(self) ~= Client or self._closed then return nil, check_self(self, name) end
   local op = OPS[name]
-  local req, bad = new_request(self, op, arg)
-  if not req then return nil, argmsg(name, 1, bad) end
-  return true, perform(self, op, req)
+  local url, body = op.build(self._root, arg)
+  if not url then return nil, argmsg(name, 1, body) end
+  return true, perform(self, op, url, body)
 end
 
 --- Creates a job: `POST /api/v4/jobs`.
@@ -722,14 +720,15 @@ function Client:wait_job(id, opts)
   local timeout, interval = opts.timeout or 60, opts.interval or 1
   local deadline = core.monotime() + timeout
   local op = OPS.get_job
-  local req = new_request(self, op, id)
+  local url = op.build(self._root, id)
+  local path = self._scrub("/api/v4/jobs/" .. id)
   while true do
-    local job, err = perform(self, op, req)
+    local job, err = perform(self, op, url)
     if not job then return nil, err end
     if job.status == "error" then
       local detail = job.data and job.data.error
       return nil, new_error{
-        kind = "job", job = job, method = req.method, path = self._scrub(req.path),
+        kind = "job", job = job, method = "GET", path = path,
         message = self._scrub("job " .. id .. " ended in error" .. (detail and (": " .. detail) or "")),
       }
     end
@@ -737,7 +736,7 @@ function Client:wait_job(id, opts)
     local left = deadline - core.monotime()
     if left <= 0 then
       return nil, new_error{
-        kind = "timeout", job = job, method = req.method, path = self._scrub(req.path),
+        kind = "timeout", job = job, method = "GET", path = path,
         message = self._scrub(("job %s still %s after %g s"):format(id, tostring(job.status), timeout)),
       }
     end
@@ -778,7 +777,13 @@ local function run_batch(self, ops, reqs, concurrency, on_progress)
     -- Called by mm.core between transfers, never inside a libcurl callback.
     self._core:request_many(list, concurrency, function(j, r)
       local i = pending[j]
-      local value, err = outcome(self, ops[i], reqs[i], r.status, r.body, r.headers, r.kind, r.message, r.curl_code)
+      local req = reqs[i]
+      local value, err
+      if r.status then
+        value, err = outcome(self, ops[i], req.method, req.url, r.status, r.body, r.content_type, r.head)
+      else
+        value, err = outcome(self, ops[i], req.method, req.url, nil, r.kind, r.message, r.curl_code)
+      end
       if err then
         err.attempts = round
         local w = retry_wait(self, ops[i], err, round)
@@ -821,9 +826,11 @@ local function batch_of(self, fname, name, list, opts)
       end
       opname, arg = arg[1], arg[2]
     end
-    local req, bad = new_request(self, OPS[opname], arg)
-    if not req then return nil, argmsg(fname, 1, ("item #%d: %s"):format(i, bad)) end
-    ops[i], reqs[i] = OPS[opname], req
+    local op = OPS[opname]
+    local url, body = op.build(self._root, arg)
+    if not url then return nil, argmsg(fname, 1, ("item #%d: %s"):format(i, body)) end
+    ops[i] = op
+    reqs[i] = { method = op.method, url = url, body = body, headers = body and JSON_BODY_HEADERS or nil }
   end
   return true, run_batch(self, ops, reqs, concurrency, opts and opts.on_progress)
 end
