@@ -1,0 +1,130 @@
+/*
+ * bench/floor.c: the sequential floor for `mm` regen_token.
+ *
+ * A plain C program that sends the same request as `c:regen_token(id)`
+ * (same method, URL, headers and wire bytes) on one reused libcurl easy
+ * handle, collecting the body and checking nothing but the transfer result
+ * and the status code. What `mm` costs above this is the price of the
+ * library.
+ *
+ * Usage: floor BASE_URL N [WARMUP]
+ *   BASE_URL   e.g. http://127.0.0.1:8080 (the API root is BASE_URL/api/v4)
+ *   N          timed calls;  WARMUP  untimed calls first (default 0)
+ * Environment: BENCH_TOKEN (bearer token), BENCH_UA (User-Agent value).
+ * Ids are "bench" + 21 digits of (i % 1000), as in bench/mm_bench.lua.
+ * Prints one line: "ok=N fail=N seconds=S".
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} buf;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  buf *b = ud;
+  size_t total = size * n;
+  if (b->cap - b->len < total) {
+    size_t cap = b->cap ? b->cap : 1024;
+    char *d;
+    while (cap - b->len < total) cap *= 2;
+    d = realloc(b->data, cap);
+    if (d == NULL) return 0;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, total);
+  b->len += total;
+  return total;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct curl_slist *headers(void) {
+  const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
+  char line[512];
+  struct curl_slist *l = NULL;
+  if (token == NULL || ua == NULL) {
+    fprintf(stderr, "floor: BENCH_TOKEN and BENCH_UA must be set\n");
+    exit(2);
+  }
+  snprintf(line, sizeof line, "Authorization: Bearer %s", token);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Accept: application/json");
+  snprintf(line, sizeof line, "User-Agent: %s", ua);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Expect:");
+  l = curl_slist_append(l, "Content-Type:");
+  if (l == NULL) exit(2);
+  return l;
+}
+
+int main(int argc, char **argv) {
+  const char *base;
+  long n, warmup, i, ok = 0, fail = 0;
+  char url[512];
+  double t0 = 0;
+  buf body = {NULL, 0, 0};
+  struct curl_slist *hdrs;
+  CURL *h;
+
+  if (argc < 3) {
+    fprintf(stderr, "usage: floor BASE_URL N [WARMUP]\n");
+    return 2;
+  }
+  base = argv[1];
+  n = strtol(argv[2], NULL, 10);
+  warmup = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
+  if (n < 1 || n > 100000000 || warmup < 0 || warmup > 100000000 || strlen(base) > 300) {
+    fprintf(stderr, "floor: bad arguments\n");
+    return 2;
+  }
+  curl_global_init(CURL_GLOBAL_ALL);
+  hdrs = headers();
+  h = curl_easy_init();
+  if (h == NULL) return 2;
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(h, CURLOPT_POST, 1L);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+
+  for (i = 0; i < warmup + n; i++) {
+    CURLcode rc;
+    long status = 0;
+    if (i == warmup) t0 = now();
+    snprintf(url, sizeof url, "%s/api/v4/commands/bench%021ld/regen_token", base, i % 1000);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    body.len = 0;
+    rc = curl_easy_perform(h);
+    if (rc == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (i >= warmup) {
+      if (rc == CURLE_OK && status == 200 && body.len > 0)
+        ok++;
+      else
+        fail++;
+    }
+  }
+  printf("ok=%ld fail=%ld seconds=%.6f\n", ok, fail, now() - t0);
+
+  curl_easy_cleanup(h);
+  curl_slist_free_all(hdrs);
+  free(body.data);
+  curl_global_cleanup();
+  return fail == 0 ? 0 : 1;
+}

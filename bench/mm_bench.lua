@@ -1,0 +1,119 @@
+-- bench/mm_bench.lua: the `mm` side of the benchmarks (run by bench/run
+-- from the repository root).
+--
+--   seq   BASE_URL N [WARMUP]   N sequential c:regen_token(id) on one client
+--   batch BASE_URL N CONC       one c:regen_tokens(ids, {concurrency=CONC})
+--   mem   BASE_URL N            VmRSS before and after N calls on one client
+--   lua   N [WARMUP]            the Lua layer alone: the client's C handle is
+--                               replaced by a stub returning a canned answer
+--   ua                          the User-Agent value mm sends
+--
+-- Each prints one line of key=value pairs. The bearer token is
+-- BENCH_TOKEN (a fake fixed string); tokens are never printed.
+-- Ids are "bench" .. 21 digits of (i % 1000), as in bench/floor.c.
+local build = "build/lua" .. _VERSION:match("%d+%.%d+")
+package.path = "lua/?.lua;" .. package.path
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local mm = require "mm"
+local core = require "mm.core"
+
+local mode = arg[1]
+local now = core.monotime
+
+local function id(i)
+  return ("bench%021d"):format(i % 1000)
+end
+
+local IDS = {}
+for i = 0, 999 do IDS[i + 1] = id(i) end
+
+local function client(base)
+  local token = os.getenv("BENCH_TOKEN")
+  assert(token and token ~= "", "BENCH_TOKEN must be set")
+  return mm.new{ url = base, token = token, retries = 0 }
+end
+
+local function count(n)
+  local v = math.tointeger(tonumber(n))
+  assert(v and v >= 0 and v <= 100000000, "bad count: " .. tostring(n))
+  return v
+end
+
+-- N calls after WARMUP untimed ones; a call is ok when it returns a string.
+local function sequential(c, n, warmup)
+  for i = 1, warmup do c:regen_token(IDS[(i - 1) % 1000 + 1]) end
+  local ok, fail = 0, 0
+  local t0 = now()
+  for i = 1, n do
+    local token = c:regen_token(IDS[(i - 1) % 1000 + 1])
+    if type(token) == "string" then ok = ok + 1 else fail = fail + 1 end
+  end
+  return ok, fail, now() - t0
+end
+
+local function rss_kib()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)")), tonumber(s:match("VmHWM:%s*(%d+)"))
+end
+
+if mode == "seq" then
+  local c = client(arg[2])
+  local ok, fail, secs = sequential(c, count(arg[3]), count(arg[4] or 0))
+  print(("ok=%d fail=%d seconds=%.6f"):format(ok, fail, secs))
+  c:close()
+elseif mode == "batch" then
+  local n, conc = count(arg[3]), count(arg[4])
+  local ids = {}
+  for i = 1, n do ids[i] = IDS[(i - 1) % 1000 + 1] end
+  local c = client(arg[2])
+  local t0 = now()
+  local results, failed = c:regen_tokens(ids, { concurrency = conc })
+  local secs = now() - t0
+  local ok = 0
+  for i = 1, n do
+    if type(results[i]) == "string" then ok = ok + 1 end
+  end
+  print(("ok=%d fail=%d seconds=%.6f failed_reported=%d"):format(ok, n - ok, secs, failed))
+  c:close()
+elseif mode == "mem" then
+  local n = count(arg[3])
+  local c = client(arg[2])
+  -- Warm up: the connection, the slot's buffers, the Lua heap's working set.
+  sequential(c, 1000, 0)
+  local before = rss_kib()
+  local heap_before = collectgarbage("count")
+  local ok, fail, secs = sequential(c, n, 0)
+  local after, hwm = rss_kib()
+  local heap_after = collectgarbage("count")
+  print(("ok=%d fail=%d seconds=%.6f rss_before_kib=%d rss_after_kib=%d hwm_kib=%d "
+    .. "lua_heap_before_kib=%.0f lua_heap_after_kib=%.0f"):format(
+    ok, fail, secs, before, after, hwm, heap_before, heap_after))
+  c:close()
+elseif mode == "lua" then
+  -- A stand-in for the C handle: the answer nginx gives, already parsed.
+  local body = '{"token":"' .. ("x"):rep(26) .. '"}'
+  local headers = {
+    server = "nginx", date = "Thu, 01 Jan 2026 00:00:00 GMT", ["content-type"] = "application/json",
+    ["content-length"] = tostring(#body), connection = "keep-alive",
+    ["x-request-id"] = "benchrequestid000000000000", ["x-version-id"] = "9.11.0.bench",
+  }
+  local stub = {}
+  function stub.request(_, req)
+    assert(req.url)
+    return 200, body, headers
+  end
+  function stub.close() end
+  local c = mm.new{ url = "http://127.0.0.1:9", token = "benchfaketoken", retries = 0 }
+  c._core = stub -- the bench only: a private field, to take the C core out
+  local ok, fail, secs = sequential(c, count(arg[2]), count(arg[3] or 0))
+  print(("ok=%d fail=%d seconds=%.6f"):format(ok, fail, secs))
+elseif mode == "ua" then
+  -- As mm.lua builds it; bench/run checks it against the captured request.
+  print("lua-mattermost/" .. mm._VERSION .. " (libcurl/" .. core.curl_version .. ")")
+else
+  io.stderr:write("usage: mm_bench.lua seq|batch|mem|lua|ua ...\n")
+  os.exit(2)
+end

@@ -1,0 +1,176 @@
+/*
+ * bench/multi_floor.c: the batch floor for `mm` regen_tokens.
+ *
+ * Plain C over curl_multi: N regen_token requests (the same wire bytes as
+ * bench/floor.c and `mm`) with at most CONCURRENCY in flight, each of
+ * CONCURRENCY easy handles reused for the next request as soon as it
+ * finishes, connections kept alive in the multi handle's cache. Collects
+ * each body and checks nothing but the transfer result and status code.
+ *
+ * Usage: multi_floor BASE_URL N CONCURRENCY [mm-options]
+ * Environment: BENCH_TOKEN (bearer token), BENCH_UA (User-Agent value).
+ * With "mm-options", each handle also gets the connection options that
+ * mm.core's template sets (HTTP_VERSION_2TLS, PIPEWAIT, TCP_KEEPALIVE,
+ * FOLLOWLOCATION off, PROTOCOLS_STR): a diagnostic, to tell the cost of
+ * those options from the cost of mm itself.
+ * Prints one line: "ok=N fail=N seconds=S" (from creating the multi handle
+ * to the last completion, connection set-up included).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+typedef struct {
+  CURL *easy;
+  char *data;
+  size_t len, cap;
+  char url[512];
+} slot;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  slot *s = ud;
+  size_t total = size * n;
+  if (s->cap - s->len < total) {
+    size_t cap = s->cap ? s->cap : 1024;
+    char *d;
+    while (cap - s->len < total) cap *= 2;
+    d = realloc(s->data, cap);
+    if (d == NULL) return 0;
+    s->data = d;
+    s->cap = cap;
+  }
+  memcpy(s->data + s->len, p, total);
+  s->len += total;
+  return total;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct curl_slist *headers(void) {
+  const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
+  char line[512];
+  struct curl_slist *l = NULL;
+  if (token == NULL || ua == NULL) {
+    fprintf(stderr, "multi_floor: BENCH_TOKEN and BENCH_UA must be set\n");
+    exit(2);
+  }
+  snprintf(line, sizeof line, "Authorization: Bearer %s", token);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Accept: application/json");
+  snprintf(line, sizeof line, "User-Agent: %s", ua);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Expect:");
+  l = curl_slist_append(l, "Content-Type:");
+  if (l == NULL) exit(2);
+  return l;
+}
+
+static void start(CURLM *m, slot *s, const char *base, long i) {
+  snprintf(s->url, sizeof s->url, "%s/api/v4/commands/bench%021ld/regen_token", base, i % 1000);
+  curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
+  s->len = 0;
+  curl_multi_add_handle(m, s->easy);
+}
+
+int main(int argc, char **argv) {
+  const char *base;
+  long n, conc, i, next = 0, ok = 0, fail = 0, in_flight = 0;
+  int mm_options;
+  double t0;
+  struct curl_slist *hdrs;
+  slot *slots;
+  CURLM *m;
+
+  if (argc < 4) {
+    fprintf(stderr, "usage: multi_floor BASE_URL N CONCURRENCY [mm-options]\n");
+    return 2;
+  }
+  base = argv[1];
+  n = strtol(argv[2], NULL, 10);
+  conc = strtol(argv[3], NULL, 10);
+  mm_options = argc > 4 && strcmp(argv[4], "mm-options") == 0;
+  if (n < 1 || n > 100000000 || conc < 1 || conc > 1024 || strlen(base) > 300) {
+    fprintf(stderr, "multi_floor: bad arguments\n");
+    return 2;
+  }
+  if (conc > n) conc = n;
+  curl_global_init(CURL_GLOBAL_ALL);
+  hdrs = headers();
+  slots = calloc((size_t)conc, sizeof *slots);
+  if (slots == NULL) return 2;
+
+  t0 = now();
+  m = curl_multi_init();
+  if (m == NULL) return 2;
+  for (i = 0; i < conc; i++) {
+    CURL *h = curl_easy_init();
+    if (h == NULL) return 2;
+    slots[i].easy = h;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i]);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
+    if (mm_options) {
+      curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+      curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+      curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+      curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+      curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+      curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    }
+    start(m, &slots[i], base, next++);
+    in_flight++;
+  }
+
+  /* Bounded: every transfer ends (TIMEOUT_MS), and each ends only once. */
+  while (in_flight > 0) {
+    int running = 0, left = 0;
+    CURLMsg *msg;
+    if (curl_multi_perform(m, &running) != CURLM_OK) return 2;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+      slot *s = NULL;
+      long status = 0;
+      if (msg->msg != CURLMSG_DONE) continue;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+      if (msg->data.result == CURLE_OK) curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+      if (msg->data.result == CURLE_OK && status == 200 && s->len > 0)
+        ok++;
+      else
+        fail++;
+      curl_multi_remove_handle(m, s->easy);
+      in_flight--;
+      if (next < n) {
+        start(m, s, base, next++);
+        in_flight++;
+        running = 1;
+      }
+    }
+    if (in_flight > 0 && running > 0 && curl_multi_poll(m, NULL, 0, 1000, NULL) != CURLM_OK) return 2;
+  }
+  printf("ok=%ld fail=%ld seconds=%.6f\n", ok, fail, now() - t0);
+
+  for (i = 0; i < conc; i++) {
+    curl_easy_cleanup(slots[i].easy);
+    free(slots[i].data);
+  }
+  curl_multi_cleanup(m);
+  free(slots);
+  curl_slist_free_all(hdrs);
+  curl_global_cleanup();
+  return fail == 0 ? 0 : 1;
+}

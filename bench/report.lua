@@ -1,0 +1,346 @@
+-- bench/report.lua: turns bench/run's results into the printed table and
+-- bench/RESULTS.md.
+--
+-- Usage: lua bench/report.lua RESULTS_TXT OUT_DIR RESULTS_MD
+-- RESULTS_TXT holds key=value lines; OUT_DIR the callgrind_annotate
+-- listings (callgrind.<name>.<n>.txt); bench/ANALYSIS.md, if present, is
+-- appended to RESULTS_MD as the hand-written explanation of the misses.
+local results_txt, out_dir, results_md = arg[1], arg[2], arg[3]
+assert(results_txt and out_dir and results_md, "usage: report.lua RESULTS_TXT OUT_DIR RESULTS_MD")
+
+local R = {}
+for line in io.lines(results_txt) do
+  local k, v = line:match("^([%w_]+)=(.*)$")
+  if k then R[k] = v end
+end
+
+local function num(k)
+  local v = tonumber(R[k])
+  if not v then error("bench: no number for '" .. k .. "' in " .. results_txt) end
+  return v
+end
+
+local function fmt_int(n)
+  local s = ("%d"):format(math.floor(n + 0.5))
+  local neg = s:sub(1, 1) == "-"
+  if neg then s = s:sub(2) end
+  s = s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return (neg and "-" or "") .. s
+end
+
+local function ratio(x) return ((x < 0.1) and "%.3fx" or "%.2fx"):format(x) end
+
+---------------------------------------------------------------------------
+-- Callgrind listings: self cost per object and per function.
+
+local function object_group(obj)
+  if obj == nil then return "other" end
+  local base = obj:match("([^/]+)$")
+  if base:find("^libcurl") then return "libcurl" end
+  if base:find("^libc%.so") or base:find("^libm%.so") then return "libc (malloc, memcpy, ...)" end
+  if base:find("cjson") then return "lua-cjson" end
+  if base == "core.so" then return "mm.core (csrc/mm_core.c)" end
+  if base:find("^lua5") or base:find("^liblua5") or base == "lua" then return "Lua VM (mm.lua runs here)" end
+  if base:find("^ld%-linux") then return "dynamic loader" end
+  return "other (" .. base .. ")"
+end
+
+-- { [group] = Ir }, { [function label] = Ir } from one listing.
+local function parse_listing(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local rows, fn_obj = {}, {}
+  for line in f:lines() do
+    local n, rest = line:match("^%s*([%d,]+) %(%s*[%d.]+%%%)%s+(.+)$")
+    if n and rest ~= "PROGRAM TOTALS" and not rest:find("^=>") then
+      local name, obj = rest:match("^(.-) %[(.-)%]$")
+      name = name or rest
+      local fn = name:match(":([^:]+)$") or name
+      fn = fn:gsub("'%d+$", "") -- callgrind's recursion suffix
+      if obj then fn_obj[fn] = obj end
+      rows[#rows + 1] = { fn = fn, obj = obj, n = tonumber((n:gsub(",", ""))) }
+    end
+  end
+  f:close()
+  local groups, fns = {}, {}
+  for _, r in ipairs(rows) do
+    local obj = r.obj or fn_obj[r.fn]
+    local g = object_group(obj)
+    groups[g] = (groups[g] or 0) + r.n
+    local label = r.fn .. " (" .. (obj and obj:match("([^/]+)$") or "?") .. ")"
+    fns[label] = (fns[label] or 0) + r.n
+  end
+  return groups, fns
+end
+
+-- Per call: (listing at 2n - listing at n) / n, per key.
+local function per_call(name, n)
+  local g1, f1 = parse_listing(("%s/callgrind.%s.%d.txt"):format(out_dir, name, n))
+  local g2, f2 = parse_listing(("%s/callgrind.%s.%d.txt"):format(out_dir, name, 2 * n))
+  if not g1 or not g2 then return nil end
+  local function d(a, b)
+    local t = {}
+    for k, v in pairs(b) do t[k] = (v - (a[k] or 0)) / n end
+    for k, v in pairs(a) do if b[k] == nil then t[k] = -v / n end end
+    return t
+  end
+  return d(g1, g2), d(f1, f2)
+end
+
+---------------------------------------------------------------------------
+-- Numbers
+
+local seq_n = num("seq_n")
+local seq = {
+  { "C floor (libcurl easy handle, reused)", seq_n, num("seq_floor_s"), R.seq_floor_fail },
+  { "mm `c:regen_token` (one client, retries=0)", seq_n, num("seq_mm_s"), R.seq_mm_fail },
+  { "LuaSocket `socket.http` (connection per call)", num("seq_socket_n"), num("seq_socket_s"), R.seq_socket_fail },
+  { "one `curl` process per call (bash loop)", num("seq_curl_n"), num("seq_curl_s"), R.seq_curl_fail },
+}
+local floor_rps = seq_n / num("seq_floor_s")
+local mm_rps = seq_n / num("seq_mm_s")
+local seq_ratio = mm_rps / floor_rps
+
+local cg_n = num("cg_n")
+local function ir(name) return (num("cg_" .. name .. "_" .. (2 * cg_n)) - num("cg_" .. name .. "_" .. cg_n)) / cg_n end
+local ir_floor, ir_mm, ir_lua = ir("floor"), ir("mm"), ir("lua")
+local ir_ratio = ir_mm / ir_floor
+
+local batch_n = num("batch_n")
+local slow_seq_est = num("slow_seq_s") * batch_n / num("slow_seq_n")
+local concs = {}
+for c in R.concs:gmatch("%d+") do concs[#concs + 1] = tonumber(c) end
+
+local rss_growth = num("mem_rss_after_kib") - num("mem_rss_before_kib")
+
+---------------------------------------------------------------------------
+-- Targets
+
+local targets = {}
+local function target(what, measured, goal, pass, miss)
+  targets[#targets + 1] = { what, measured, goal, pass and "PASS" or "FAIL", (not pass) and miss or "" }
+end
+
+target("sequential throughput vs C floor", ratio(seq_ratio), ">= 0.90x", seq_ratio >= 0.90,
+  ("short by %.2fx (%.1f%% of the floor's req/s missing)"):format(0.90 - seq_ratio, (0.90 - seq_ratio) * 100))
+target("instructions per call vs C floor", ratio(ir_ratio), "<= 1.25x", ir_ratio <= 1.25,
+  ("over by %.2fx: %s instructions/call too many (budget %s, spent %s)"):format(ir_ratio - 1.25,
+    fmt_int(ir_mm - 1.25 * ir_floor), fmt_int(1.25 * ir_floor), fmt_int(ir_mm)))
+local c32 = false
+for _, c in ipairs(concs) do if c == 32 then c32 = true end end
+if c32 then
+  local mm_s, fl_s = num("batch_mm_32_s"), num("batch_floor_32_s")
+  local speed, vs = slow_seq_est / mm_s, fl_s / mm_s
+  target(("batch of %d @20 ms, c=32: speedup vs sequential"):format(batch_n), ("%.1fx"):format(speed),
+    ">= 25x", speed >= 25, ("short by %.1fx"):format(25 - speed))
+  target(("batch of %d @20 ms, c=32: vs C curl_multi"):format(batch_n), ratio(vs), ">= 0.85x", vs >= 0.85,
+    ("short by %.2fx (mm %.3f s vs C %.3f s)"):format(0.85 - vs, mm_s, fl_s))
+end
+target(("RSS growth over %s calls"):format(fmt_int(num("mem_n"))), ("%s KiB"):format(fmt_int(rss_growth)),
+  "< 1024 KiB", rss_growth < 1024, ("over by %s KiB"):format(fmt_int(rss_growth - 1024)))
+
+---------------------------------------------------------------------------
+-- Output
+
+local md = {}
+local function w(s) md[#md + 1] = s or "" end
+local function row(cells) w("| " .. table.concat(cells, " | ") .. " |") end
+local function head(cells)
+  row(cells)
+  local sep = {}
+  for i = 1, #cells do sep[i] = "---" end
+  row(sep)
+end
+local function fails(v) return (v == nil or v == "0") and "" or (" (" .. v .. " failed)") end
+
+-- The one table printed to the terminal.
+local summary = {}
+local function srow(...) summary[#summary + 1] = { ... } end
+srow("measurement", "mm", "reference", "ratio", "target", "result")
+srow(("sequential req/s (N=%d)"):format(seq_n), fmt_int(mm_rps), "C floor " .. fmt_int(floor_rps),
+  ratio(seq_ratio), ">= 0.90x", targets[1][4])
+srow("sequential req/s, peers", "", ("socket.http %s, curl/proc %s"):format(
+  fmt_int(seq[3][2] / seq[3][3]), fmt_int(seq[4][2] / seq[4][3])), ("%.1fx, %.1fx"):format(
+  mm_rps / (seq[3][2] / seq[3][3]), mm_rps / (seq[4][2] / seq[4][3])), "", "")
+srow("instructions/call (callgrind)", fmt_int(ir_mm), "C floor " .. fmt_int(ir_floor), ratio(ir_ratio),
+  "<= 1.25x", targets[2][4])
+srow("  of which Lua layer alone", fmt_int(ir_lua), "", "", "", "")
+srow(("batch %d @20ms sequential (est.)"):format(batch_n), ("%.2f s"):format(slow_seq_est), "", "", "", "")
+for _, c in ipairs(concs) do
+  local mm_s, fl_s = num("batch_mm_" .. c .. "_s"), num("batch_floor_" .. c .. "_s")
+  srow(("batch %d @20ms c=%d"):format(batch_n, c), ("%.3f s (%.1fx seq)"):format(mm_s, slow_seq_est / mm_s),
+    ("C multi %.3f s"):format(fl_s), ratio(fl_s / mm_s), c == 32 and ">= 25x, >= 0.85x" or "",
+    c == 32 and ((targets[3][4] == "PASS" and targets[4][4] == "PASS") and "PASS" or "FAIL") or "")
+end
+srow(("RSS growth, %s calls"):format(fmt_int(num("mem_n"))), fmt_int(rss_growth) .. " KiB",
+  ("%s -> %s KiB"):format(fmt_int(num("mem_rss_before_kib")), fmt_int(num("mem_rss_after_kib"))), "",
+  "< 1024 KiB", targets[#targets][4])
+local widths = {}
+for _, r in ipairs(summary) do
+  for i, cell in ipairs(r) do widths[i] = math.max(widths[i] or 0, #cell) end
+end
+for j, r in ipairs(summary) do
+  local cells = {}
+  for i, cell in ipairs(r) do cells[i] = cell .. (" "):rep(widths[i] - #cell) end
+  print(table.concat(cells, "  "))
+  if j == 1 then
+    local rule = {}
+    for i = 1, #widths do rule[i] = ("-"):rep(widths[i]) end
+    print(table.concat(rule, "  "))
+  end
+end
+if R.wire_same ~= "yes" then print("WARNING: mm and the C floor did not send the same request bytes") end
+
+-- RESULTS.md
+w("# Benchmark results")
+w()
+w("Written by `bench/run` (`make bench`); do not edit by hand: rerun it. What each number means: `bench/README.md`.")
+w()
+w(("Run %s, commit %s. Load average (1/5/15 min) at the start of the sequential runs: %s; at the end: %s "
+  .. "(the machine may be shared: outliers of 2-3x hit mm and the floor alike; the callgrind counts are the "
+  .. "repeatable metric)."):format(R.m_date, R.m_commit, R.load_start or "?", R.load_end or "?"))
+w()
+w("## Machine")
+w()
+head({ "what", "value" })
+row({ "CPUs (`nproc`)", R.m_nproc })
+row({ "CPU model", R.m_cpu })
+row({ "kernel", R.m_kernel })
+row({ "OS", R.m_os })
+row({ "libcurl", R.m_curl })
+row({ "Lua", R.m_lua })
+row({ "target", "nginx " .. R.m_nginx .. ", 1 worker, 127.0.0.1, keep-alive" })
+row({ "compiler / valgrind", R.m_cc .. " / " .. R.m_valgrind })
+row({ "pinning", R.m_pinned })
+w()
+w("## Targets")
+w()
+head({ "target", "measured", "goal", "result", "miss" })
+for _, t in ipairs(targets) do row(t) end
+w()
+w("## 1. Sequential `regen_token` against the fast target")
+w()
+w(("Timed calls after %s untimed warm-up calls; mm and the C floor: median of %s runs each, interleaved."):format(
+  R.warmup, R.seq_mm_runs and select(2, R.seq_mm_runs:gsub("%S+", "")) or "?"))
+w(("The `curl` row runs %s calls, not %s: a process per call is slow. "):format(fmt_int(seq[4][2]), fmt_int(seq_n))
+  .. ("Request bytes on the wire (mm and the floor): %s, identical: %s."):format(R.request_bytes, R.wire_same))
+w()
+head({ "client", "calls", "seconds", "req/s", "µs/call", "vs C floor" })
+for _, s in ipairs(seq) do
+  local rps = s[2] / s[3]
+  row({ s[1] .. fails(s[4]), fmt_int(s[2]), ("%.3f"):format(s[3]), fmt_int(rps), ("%.1f"):format(1e6 / rps),
+    ratio(rps / floor_rps) })
+end
+w()
+w(("Runs (seconds): mm %s; floor %s."):format(R.seq_mm_runs, R.seq_floor_runs))
+w()
+w("## 2. Client instructions per call (callgrind)")
+w()
+w(("Total user-space instructions (`Ir`) of the client process at N=%s and N=%s calls; the difference / %s "
+  .. "cancels start-up. Kernel time (syscalls, loopback TCP) is not counted. \"Lua layer alone\" is mm.lua "
+  .. "with the client's C handle replaced by a stub that returns the canned answer (`bench/mm_bench.lua lua`)."):format(
+  fmt_int(cg_n), fmt_int(2 * cg_n), fmt_int(cg_n)))
+w()
+head({ "program", ("Ir at N=%s"):format(fmt_int(cg_n)), ("Ir at N=%s"):format(fmt_int(2 * cg_n)), "Ir per call",
+  "vs C floor" })
+for _, p in ipairs{ { "C floor", "floor" }, { "mm", "mm" }, { "mm Lua layer alone (stub core)", "lua" } } do
+  row({ p[1], fmt_int(num("cg_" .. p[2] .. "_" .. cg_n)), fmt_int(num("cg_" .. p[2] .. "_" .. 2 * cg_n)),
+    fmt_int(ir(p[2])), ratio(ir(p[2]) / ir_floor) })
+end
+w()
+local g_mm, f_mm = per_call("mm", cg_n)
+local g_fl, f_fl = per_call("floor", cg_n)
+if g_mm and g_fl then
+  w("Per call, by where the instructions are executed (self cost, from `callgrind_annotate --inclusive=no`):")
+  w()
+  head({ "component", "mm", "C floor", "mm - floor" })
+  local keys, seen = {}, {}
+  for _, t in ipairs{ g_mm, g_fl } do
+    for k in pairs(t) do if not seen[k] then seen[k] = true; keys[#keys + 1] = k end end
+  end
+  table.sort(keys, function(a, b) return (g_mm[a] or 0) > (g_mm[b] or 0) end)
+  for _, k in ipairs(keys) do
+    local a, b = g_mm[k] or 0, g_fl[k] or 0
+    if math.abs(a) >= 50 or math.abs(b) >= 50 then
+      row({ k, fmt_int(a), fmt_int(b), fmt_int(a - b) })
+    end
+  end
+  w()
+  w("Functions where mm spends the most more than the floor, per call (libcurl and the Lua VM are stripped "
+    .. "in Debian, so their functions show as addresses):")
+  w()
+  head({ "function (object)", "mm", "C floor", "mm - floor" })
+  local fl = {}
+  for k, v in pairs(f_mm) do fl[#fl + 1] = { k, v - (f_fl[k] or 0) } end
+  table.sort(fl, function(a, b) return a[2] > b[2] end)
+  for i = 1, math.min(12, #fl) do
+    local k = fl[i][1]
+    row({ "`" .. k .. "`", fmt_int(f_mm[k]), fmt_int(f_fl[k] or 0), fmt_int(fl[i][2]) })
+  end
+  w()
+end
+if R.part_1_ir then
+  w("Lua-layer pieces: instructions per execution of copies of mm.lua's per-call steps (`mm:`) and of cheaper "
+    .. "forms (`alt:`), from `bench/lua_parts.lua` under callgrind, the empty-call baseline subtracted:")
+  w()
+  head({ "piece", "what", "Ir" })
+  local base = tonumber(R.part_1_ir) or 0
+  local i = 2
+  while R["part_" .. i .. "_ir"] do
+    row({ R["part_" .. i .. "_name"], (R["part_" .. i .. "_desc"]:gsub("|", "\\|")),
+      fmt_int(tonumber(R["part_" .. i .. "_ir"]) - base) })
+    i = i + 1
+  end
+  w()
+end
+w(("## 3. Batches of %s `regen_token` against the 20 ms target"):format(fmt_int(batch_n)))
+w()
+w(("Sequential: %s calls with one client, extrapolated to %s (%.2f s measured). "):format(
+  R.slow_seq_n, fmt_int(batch_n), num("slow_seq_s"))
+  .. "Each batch uses a new client (or multi handle), so connection set-up is inside the time; "
+  .. "median of the runs.")
+w()
+head({ "run", "seconds", "speedup vs sequential", "vs C curl_multi" })
+row({ ("mm sequential (%s calls, extrapolated)"):format(R.slow_seq_n), ("%.2f"):format(slow_seq_est), "1.0x", "" })
+for _, c in ipairs(concs) do
+  local mm_s, fl_s = num("batch_mm_" .. c .. "_s"), num("batch_floor_" .. c .. "_s")
+  row({ ("mm `regen_tokens`, concurrency %d%s"):format(c, fails(R["batch_mm_" .. c .. "_fail"])),
+    ("%.3f"):format(mm_s), ("%.1fx"):format(slow_seq_est / mm_s), ratio(fl_s / mm_s) })
+  row({ ("C curl_multi, concurrency %d%s"):format(c, fails(R["batch_floor_" .. c .. "_fail"])),
+    ("%.3f"):format(fl_s), ("%.1fx"):format(slow_seq_est / fl_s), "1.00x" })
+  local op_s = tonumber(R["batch_opts_" .. c .. "_s"])
+  if op_s then
+    row({ ("(diagnostic) C curl_multi with mm.core's curl options, concurrency %d%s"):format(c,
+      fails(R["batch_opts_" .. c .. "_fail"])), ("%.3f"):format(op_s), ("%.1fx"):format(slow_seq_est / op_s),
+      ratio(fl_s / op_s) })
+  end
+end
+w()
+w(("Ideal at 20 ms per request: %.2f s at concurrency 8, %.2f s at 32, %.2f s at 128."):format(
+  batch_n * 0.02 / 8, batch_n * 0.02 / 32, batch_n * 0.02 / 128))
+w()
+w("## 4. Memory")
+w()
+w(("VmRSS of the mm process after 1,000 warm-up calls and after %s more on the same client (fast target)."):format(
+  fmt_int(num("mem_n"))))
+w()
+head({ "what", "value" })
+row({ "RSS before", fmt_int(num("mem_rss_before_kib")) .. " KiB" })
+row({ "RSS after", fmt_int(num("mem_rss_after_kib")) .. " KiB" })
+row({ "growth", fmt_int(rss_growth) .. " KiB" })
+row({ "peak RSS (VmHWM)", fmt_int(num("mem_hwm_kib")) .. " KiB" })
+row({ "Lua heap before / after", ("%s / %s KiB"):format(fmt_int(num("mem_lua_heap_before_kib")),
+  fmt_int(num("mem_lua_heap_after_kib"))) })
+row({ "calls failed", R.mem_fail or "?" })
+w()
+
+local af = io.open("bench/ANALYSIS.md")
+if af then
+  w(af:read("a"))
+  af:close()
+end
+
+local out = assert(io.open(results_md, "w"))
+out:write((table.concat(md, "\n"):gsub("\n+$", "")), "\n")
+out:close()
+print("bench: wrote " .. results_md)
