@@ -133,7 +133,8 @@ lint: deps
 	  --suppress=toomanyconfigs csrc
 
 # bin/mm-stub needs the stub's files beside it, so it is installed with
-# them under $(STUB_DIR) and linked into bin.
+# them under $(STUB_DIR) and linked into bin (a relative link, right under a
+# DESTDIR too; mm-stub resolves it to find $(STUB_DIR)/stub).
 STUB_DIR    ?= $(PREFIX)/share/lua-mattermost
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LMOD) $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(PREFIX)/bin \
@@ -142,9 +143,9 @@ install: $(CORE)
 	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so
 	install -m 755 bin/mm $(DESTDIR)$(PREFIX)/bin/mm
 	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub
-	install -m 644 stub/*.json stub/*.in $(DESTDIR)$(STUB_DIR)/stub/
+	install -m 644 stub/*.json stub/*.in stub/*.conf stub/README.md $(DESTDIR)$(STUB_DIR)/stub/
 	install -m 644 stub/lua/mmstub/*.lua $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub/
-	ln -sf $(STUB_DIR)/bin/mm-stub $(DESTDIR)$(PREFIX)/bin/mm-stub
+	ln -sfr $(DESTDIR)$(STUB_DIR)/bin/mm-stub $(DESTDIR)$(PREFIX)/bin/mm-stub
 
 uninstall:
 	rm -rf $(DESTDIR)$(LUA_LMOD)/mm.lua $(DESTDIR)$(LUA_CMOD)/mm/core.so $(DESTDIR)$(PREFIX)/bin/mm \

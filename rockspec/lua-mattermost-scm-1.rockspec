@@ -33,6 +33,10 @@ build = {
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
   },
+  -- the stub server's files, into the rock's directory
+  -- (<tree>/lib/luarocks/rocks-<ver>/lua-mattermost/scm-1/stub), where the
+  -- installed <tree>/bin/mm-stub looks for them
+  copy_directories = { "stub" },
   install = {
     bin = {
       mm = "bin/mm",
