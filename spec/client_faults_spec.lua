@@ -310,3 +310,31 @@ describe("#faults debug output", function()
     assert.is_nil(out:find(token, 1, true))
   end)
 end)
+
+describe("#faults HTTP/2 and client certificates", function()
+  it("multiplexes a batch over one HTTP/2 connection when the server offers it over TLS", function()
+    local tls_url, cafile = os.getenv("MM_STUB_TLS_URL"), os.getenv("MM_STUB_CAFILE")
+    if not tls_url then return pending("stub started without TLS") end
+    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
+    local ids = {}
+    for i = 1, 20 do ids[i] = cmd() end
+    local results, failed = c:regen_tokens(ids, { concurrency = 20 })
+    assert.equal(0, failed)
+    assert.equal(20, #results)
+    local conns = stub.connections()
+    assert.equal(1, #conns)
+    assert.equal(20, conns[1].requests)
+    for _, r in ipairs(stub.requests()) do assert.equal(2, r.http_version) end
+  end)
+
+  it("presents a client certificate (sslcert, sslkey) to a server that requires one", function()
+    local url = os.getenv("MM_STUB_MTLS_URL")
+    if not url then return pending("stub started without TLS") end
+    local opts = { url = url, token = fx.users.sysadmin.token, cafile = os.getenv("MM_STUB_CAFILE"), retries = 0 }
+    -- without one, nginx completes the handshake and answers 400 itself
+    local _, err = mm.new(opts):regen_token(cmd())
+    assert.equal(400, err.status)
+    opts.sslcert, opts.sslkey = os.getenv("MM_STUB_CLIENT_CERT"), os.getenv("MM_STUB_CLIENT_KEY")
+    assert.equal(26, #assert(mm.new(opts):regen_token(cmd())))
+  end)
+end)

@@ -60,6 +60,8 @@ function M.reset()
   dict:flush_expired(); jobs:flush_expired(); conns:flush_expired(); logs:flush_expired()
   dict:set("config", cjson.encode(default_config()))
   dict:set("version_hash", ngx.md5(tostring(ngx.now()) .. tostring(math.random())))
+  ngx.update_time()
+  dict:set("reset_at", ngx.now())
 end
 
 function M.config()
@@ -240,7 +242,11 @@ end
 
 --- Count one API request on this connection (log_by_lua), so keep-alive
 -- reuse is observable through GET /__stub/connections.
+-- A request that started before the last reset is not counted: a slow
+-- fault handler whose client gave up long ago still reaches its log phase,
+-- and must not show up in the counts of a later test.
 function M.count_connection()
+  if ngx.req.start_time() < (dict:get("reset_at") or 0) then return end
   conns:incr(ngx.var.connection, 1, 0)
 end
 
