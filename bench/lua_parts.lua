@@ -3,8 +3,9 @@
 -- part under callgrind at two repeat counts; the difference / count is its
 -- instructions per call.
 --
--- The "mm:" parts are copies of code in lua/mm.lua (as of the commit that
--- wrote this file); if mm.lua changes, they describe the old code.
+-- The "was:" parts are copies of code in lua/mm.lua up to commit 3d8d679
+-- (the state bench/ANALYSIS.md analyses); the "alt:" parts are the cheaper
+-- forms it proposes, several of which mm.lua has since adopted.
 --
 -- Usage: lua bench/lua_parts.lua list | NAME COUNT
 local json = require("cjson.safe").new()
@@ -36,7 +37,7 @@ end
 
 local PARTS = {
   { "baseline", "an empty function call (subtracted from the others)", function() end },
-  { "mm: id check", "`type(id)`, `#id == 26`, `id:find(\"[^a-z0-9]\")`", function()
+  { "was: id check", "`type(id)`, `#id == 26`, `id:find(\"[^a-z0-9]\")`", function()
     if type(id) ~= "string" then return 1 end
     if #id ~= 26 then return 2 end
     if id:find("[^a-z0-9]") then return 3 end
@@ -46,11 +47,14 @@ local PARTS = {
     if #id ~= 26 then return 2 end
     if not id:find("^[a-z0-9]+$") then return 3 end
   end },
-  { "mm: request table", "3 concatenations and the `{method, path, url}` table", function()
+  { "was: request table", "3 concatenations and the `{method, path, url}` table", function()
     local path = "/commands/" .. id .. "/regen_token"
     return { method = "PUT", path = "/api/v4" .. path, url = root .. path }
   end },
-  { "mm: is_json", "`ct:lower()`, then `match(\"^%s*application/json%s*$\")` (or `...%s*;`)", function()
+  { "alt: URL only", "`root .. \"/commands/\" .. id .. \"/regen_token\"`, no table", function()
+    return root .. "/commands/" .. id .. "/regen_token"
+  end },
+  { "was: is_json", "`ct:lower()`, then `match(\"^%s*application/json%s*$\")` (or `...%s*;`)", function()
     local ct = headers["content-type"]
     if ct == nil then return false end
     ct = ct:lower()
@@ -63,14 +67,14 @@ local PARTS = {
     ct = ct:lower()
     return ct:match("^%s*application/json%s*$") ~= nil or ct:match("^%s*application/json%s*;") ~= nil
   end },
-  { "mm: decode + plain", "`json.decode(body)` and `plain()` over the result", function()
+  { "was: decode + plain", "`json.decode(body)` and `plain()` over the result", function()
     return plain(json.decode(body))
   end },
   { "alt: decode only", "`json.decode(body)`, token read directly", function()
     local t = json.decode(body)
     return type(t) == "table" and t.token
   end },
-  { "header table (Lua)", "a 7-entry table like the one mm.core builds per response", function()
+  { "header table (Lua)", "a 7-entry table like the one mm.core built per response up to 3d8d679", function()
     local t = {}
     for i = 1, #header_names do t[header_names[i]] = header_values[i] end
     return t

@@ -10,9 +10,9 @@
  * Usage: multi_floor BASE_URL N CONCURRENCY [mm-options]
  * Environment: BENCH_TOKEN (bearer token), BENCH_UA (User-Agent value).
  * With "mm-options", each handle also gets the connection options that
- * mm.core's template sets (HTTP_VERSION_2TLS, PIPEWAIT, TCP_KEEPALIVE,
- * FOLLOWLOCATION off, PROTOCOLS_STR): a diagnostic, to tell the cost of
- * those options from the cost of mm itself.
+ * mm.core sets (HTTP_VERSION_2TLS, TCP_KEEPALIVE, FOLLOWLOCATION off,
+ * PROTOCOLS_STR, and PIPEWAIT for https:// only, as since commit 5e134d3):
+ * a diagnostic, to tell the cost of those options from the cost of mm.
  * Prints one line: "ok=N fail=N seconds=S" (from creating the multi handle
  * to the last completion, connection set-up included).
  */
@@ -131,7 +131,7 @@ int main(int argc, char **argv) {
       curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
       curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
       curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-      curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+      curl_easy_setopt(h, CURLOPT_PIPEWAIT, strncmp(base, "https:", 6) == 0 ? 1L : 0L);
     }
     start(m, &slots[i], base, next++);
     in_flight++;
