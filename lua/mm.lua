@@ -398,9 +398,29 @@ local function stderr_log(line)
   io.stderr:write("mm: ", line, "\n")
 end
 
+local function env(name)
+  local v = getenv(name)
+  if v ~= "" then return v end
+end
+
+-- The proxy libcurl would take from the environment for this server, read
+-- once here rather than by libcurl at every transfer: "" means none. As in
+-- libcurl, plain http ignores HTTP_PROXY (a CGI program's environment can
+-- set it from a request header).
+local function env_proxy(root)
+  local p
+  if root:sub(1, 6):lower() == "https:" then
+    p = env("https_proxy") or env("HTTPS_PROXY")
+  else
+    p = env("http_proxy")
+  end
+  return p or env("all_proxy") or env("ALL_PROXY") or "", env("no_proxy") or env("NO_PROXY")
+end
+
 local function new_client(opts)
   local root, why = check_options(opts)
   if not root then return nil, why end
+  local proxy, noproxy = env_proxy(root)
   local d = mm.defaults
   local ua = opts.user_agent or USER_AGENT
   local handle = core.new{
@@ -409,7 +429,7 @@ local function new_client(opts)
     connect_timeout = opts.connect_timeout or d.connect_timeout,
     max_body = opts.max_body or d.max_body,
     cafile = opts.cafile, capath = opts.capath, sslcert = opts.sslcert, sslkey = opts.sslkey,
-    insecure = opts.insecure, proxy = opts.proxy, noproxy = opts.noproxy,
+    insecure = opts.insecure, proxy = opts.proxy or proxy, noproxy = opts.noproxy or noproxy,
   }
   local log = opts.debug
   if log == true or (log == nil and getenv("MM_DEBUG") == "1") then log = stderr_log end
@@ -437,7 +457,8 @@ end
 -- * `user_agent` (string): replaces the default `lua-mattermost/<version> ...`.
 -- * `cafile`, `capath`: CA certificates to trust; `sslcert`, `sslkey`: a client certificate.
 -- * `insecure` (boolean): turns TLS verification off. Never the default; says so in `tostring(client)`.
--- * `proxy`, `noproxy`: as libcurl's; the `https_proxy`/`no_proxy` variables work too.
+-- * `proxy`, `noproxy`: as libcurl's; without them, libcurl's variables
+--   (`http_proxy`, `https_proxy`, `all_proxy`, `no_proxy`) are read when the client is made.
 -- * `debug` (function or `true`): receives each request and response line,
 --   `Authorization` redacted; `MM_DEBUG=1` in the environment logs to stderr.
 --
