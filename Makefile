@@ -114,6 +114,7 @@ soak: deps all
 	bin/mm-stub run -- $(LUA) spec/soak.lua
 
 bench: deps all
+	@$(MAKE) --no-print-directory install-packages PACKAGES="curl valgrind lua-socket"
 	bench/run
 
 doc: deps-all
