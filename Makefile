@@ -19,7 +19,8 @@ LIBFLAG     ?= -shared
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 LUA_LMOD    ?= $(PREFIX)/share/lua/$(LUA_VERSION)
-LUA_CMOD    ?= $(PREFIX)/lib/$(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null)/lua/$(LUA_VERSION)
+MULTIARCH   ?= $(shell $(CC) -print-multiarch 2>/dev/null)
+LUA_CMOD    ?= $(PREFIX)/lib/$(MULTIARCH)/lua/$(LUA_VERSION)
 BUILD        = build/$(LUA_NAME)
 CORE         = $(BUILD)/mm/core.so
 
@@ -27,7 +28,7 @@ CORE         = $(BUILD)/mm/core.so
 # libnginx-mod-http-lua runs OpenResty's LuaJIT: its -dev package is
 # libluajit2-5.1-dev, which conflicts with Debian's plain libluajit-5.1-dev.
 DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) \
-               lua-cjson lua-busted lua-socket lua-check luarocks nginx libnginx-mod-http-lua \
+               lua-cjson lua-busted lua-socket lua-sec lua-check luarocks curl nginx libnginx-mod-http-lua \
                libnginx-mod-http-echo libluajit2-5.1-dev openssl cppcheck valgrind ca-certificates
 LUA_DEV     ?= $(if $(filter 5.1,$(LUA_VERSION)),liblua5.1-0-dev,liblua$(LUA_VERSION)-dev)
 # Every Lua the suite runs on (make test-all): name, version, include dir.
