@@ -19,8 +19,8 @@ LIBFLAG     ?= -shared
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 LUA_LMOD    ?= $(PREFIX)/share/lua/$(LUA_VERSION)
-MULTIARCH   ?= $(shell $(CC) -print-multiarch 2>/dev/null)
-LUA_CMOD    ?= $(PREFIX)/lib/$(MULTIARCH)/lua/$(LUA_VERSION)
+# Where Lua looks by default under /usr/local (Debian's package.cpath).
+LUA_CMOD    ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 BUILD        = build/$(LUA_NAME)
 CORE         = $(BUILD)/mm/core.so
 
