@@ -3,6 +3,7 @@
 local mm = require "mm"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local raises = require("support.check").raises
 
 local fx
 local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe"
@@ -170,12 +171,6 @@ describe("concurrency and connections", function()
 end)
 
 describe("batch arguments raise and send nothing", function()
-  local function raises(pattern, f, ...)
-    local ok, msg = pcall(f, ...)
-    assert.is_false(ok)
-    assert.matches(pattern, msg)
-  end
-
   it("checks every item before sending any", function()
     local c = client()
     raises("bad argument #1 to 'regen_tokens' %(item #3: id must be 26 characters, got 4%)",

@@ -3,6 +3,7 @@
 -- the numbered cases of its section 7.
 local mm = require "mm"
 local stub = require "support.stubctl"
+local raises = require("support.check").raises
 
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
@@ -257,12 +258,6 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
 end)
 
 describe("argument checks raise and send nothing", function()
-  local function raises(pattern, f, ...)
-    local ok, msg = pcall(f, ...)
-    assert.is_false(ok)
-    assert.is_string(msg)
-    assert.matches(pattern, msg)
-  end
   local BAD_IDS = {
     { nil, "id expected, got no value" }, { 42, "id expected, got number" },
     { "1234", "id must be 26 characters, got 4" },

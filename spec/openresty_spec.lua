@@ -173,7 +173,8 @@ describe("examples/openresty", function()
       f:write((conf:gsub("@PORT@", port)))
       f:close()
       -- the example runs with its own directory as the prefix, as its README says
-      ok, out = sh(("env -u LD_PRELOAD MM_URL=%s MM_TOKEN=%s nginx -p %s/examples/openresty/ -c %s/nginx.conf -e %s"):format(
+      ok, out = sh(("env -u LD_PRELOAD MM_URL=%s MM_TOKEN=%s nginx -p %s/examples/openresty/ -c %s/nginx.conf -e %s")
+        :format(
         MM_URL, fx.users.sysadmin.token, root, prefix, error_log))
       if ok or not out:find("in use", 1, true) then break end
     end
