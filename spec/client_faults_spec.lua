@@ -242,6 +242,19 @@ describe("#faults TLS", function()
     assert.equal(26, #assert(c:regen_token(cmd())))
   end)
 
+  it("trusts the certificates of a capath directory", function()
+    if not tls_url then return pending("stub started without TLS") end
+    local dir = os.tmpname()
+    os.remove(dir)
+    -- a hashed CA directory, as `openssl rehash` makes it
+    assert(os.execute(("mkdir -p %s && cp %s %s/stub.pem && openssl rehash %s"):format(dir, cafile, dir, dir)))
+    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, capath = dir }
+    local token, err = c:regen_token(cmd())
+    os.execute("rm -rf " .. dir)
+    assert.is_nil(err)
+    assert.equal(26, #token)
+  end)
+
   it("checks the host name: the right CA for the wrong name still fails", function()
     if not tls_url then return pending("stub started without TLS") end
     -- 127.0.0.2 is not in the certificate's subjectAltName
