@@ -26,15 +26,6 @@ static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   lua_pop(L, nup);
 }
 
-static void *luaL_testudata(lua_State *L, int i, const char *tname) {
-  void *p = lua_touserdata(L, i);
-  if (p == NULL || !lua_getmetatable(L, i)) return NULL;
-  luaL_getmetatable(L, tname);
-  if (!lua_rawequal(L, -1, -2)) p = NULL;
-  lua_pop(L, 2);
-  return p;
-}
-
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs((L), (l), 0))
 #endif /* !luaL_newlib */
 

@@ -27,6 +27,10 @@
 #define MM_CORE_VERSION "0.1.0"
 #define MM_CLIENT_MT "mm.core.client"
 #define MM_DEFAULT_MAX_BODY (8u * 1024u * 1024u)
+#define MM_MAX_BODY_LIMIT 1e9
+/* Response headers have their own cap: a Mattermost answer carries a
+ * dozen short ones, whatever max_body is. */
+#define MM_MAX_HEADERS (256u * 1024u)
 #define MM_MAX_CONCURRENCY 1024
 /* A slot keeps its buffers between transfers up to this size, to avoid
  * a malloc per call without pinning a large response in memory. */
@@ -48,8 +52,9 @@ typedef struct {
   mm_buf body;
   mm_buf head;
   size_t max_body;
-  int too_large;      /* the write callback refused a body over max_body */
+  int too_large;      /* a write callback refused a body or headers over their cap */
   int attached;       /* currently added to the multi handle */
+  int index;          /* position in the client's slot array */
   int request;        /* index of the request it carries (1-based) */
   struct curl_slist *extra_headers; /* per-request list, freed after */
   char errbuf[CURL_ERROR_SIZE];
@@ -61,9 +66,12 @@ typedef struct {
   mm_slot **slots;    /* each slot allocated alone: libcurl holds pointers to it */
   int nslots;
   size_t max_body;
-  struct curl_slist *headers;      /* default headers (may hold a secret) */
-  struct curl_slist *headers_noct; /* same plus "Content-Type:" */
+  struct curl_slist *headers;      /* default headers (hold the token) */
+  struct curl_slist *headers_noct; /* defaults + "Content-Type:" (no body) */
+  struct curl_slist *headers_body; /* defaults + the body headers */
   int closed;
+  int busy;           /* transfers running: Lua callbacks may be on the stack */
+  int close_pending;  /* close() called from a callback: release when done */
 } mm_client;
 
 /* ------------------------------------------------------------------ */
@@ -96,19 +104,17 @@ static int buf_append(mm_buf *b, const char *p, size_t n) {
   return 1;
 }
 
-static void buf_reset(mm_buf *b) {
-  b->len = 0;
-  if (b->cap > MM_KEEP_BUFFER) {
-    free(b->data);
-    b->data = NULL;
-    b->cap = 0;
-  }
-}
-
 static void buf_free(mm_buf *b) {
   free(b->data);
   b->data = NULL;
   b->len = b->cap = 0;
+}
+
+static void buf_reset(mm_buf *b) {
+  if (b->cap > MM_KEEP_BUFFER)
+    buf_free(b);
+  else
+    b->len = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -129,12 +135,17 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   size_t total = size * n;
   /* A new status line starts a new header block (1xx, then the final). */
   if (total >= 5 && memcmp(p, "HTTP/", 5) == 0) s->head.len = 0;
-  if (s->head.len + total > s->max_body) return 0;
+  if (total > MM_MAX_HEADERS - s->head.len) {
+    s->too_large = 1;
+    return 0;
+  }
   return buf_append(&s->head, p, total) ? total : 0;
 }
 
 /* ------------------------------------------------------------------ */
-/* Secrets: the default headers carry the token; wipe them on free.    */
+/* Header lists. The default headers carry the token: our copies are   */
+/* wiped before they are freed (best effort: the caller's Lua strings  */
+/* and libcurl's request buffers are out of our reach).                */
 
 static void wipe(char *p) {
   volatile char *v = p;
@@ -145,60 +156,6 @@ static void free_secret_list(struct curl_slist *l) {
   struct curl_slist *i;
   for (i = l; i != NULL; i = i->next) wipe(i->data);
   curl_slist_free_all(l);
-}
-
-/* ------------------------------------------------------------------ */
-/* Client lifecycle                                                    */
-
-static mm_client *check_client(lua_State *L) {
-  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
-  if (c->closed) luaL_error(L, "attempt to use a closed mm client");
-  return c;
-}
-
-static void slot_free(mm_client *c, mm_slot *s) {
-  if (s->easy != NULL) {
-    if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
-    curl_easy_cleanup(s->easy);
-  }
-  free_secret_list(s->extra_headers);
-  buf_free(&s->body);
-  buf_free(&s->head);
-  memset(s, 0, sizeof *s);
-}
-
-static void client_release(mm_client *c) {
-  int i;
-  if (c->closed) return;
-  c->closed = 1;
-  for (i = 0; i < c->nslots; i++) {
-    slot_free(c, c->slots[i]);
-    free(c->slots[i]);
-  }
-  free(c->slots);
-  c->slots = NULL;
-  c->nslots = 0;
-  if (c->tmpl != NULL) curl_easy_cleanup(c->tmpl);
-  if (c->multi != NULL) curl_multi_cleanup(c->multi);
-  free_secret_list(c->headers);
-  free_secret_list(c->headers_noct);
-  c->tmpl = NULL;
-  c->multi = NULL;
-  c->headers = c->headers_noct = NULL;
-}
-
-static int client_close(lua_State *L) {
-  client_release(luaL_checkudata(L, 1, MM_CLIENT_MT));
-  return 0;
-}
-
-static int client_tostring(lua_State *L) {
-  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
-  if (c->closed)
-    lua_pushliteral(L, "mm.core.client (closed)");
-  else
-    lua_pushfstring(L, "mm.core.client (%p)", (void *)c);
-  return 1;
 }
 
 /* A header line must be "Name: value" with no control characters, so
@@ -217,7 +174,8 @@ static const char *bad_header(const char *h, size_t len) {
   return NULL;
 }
 
-/* Builds a curl_slist from the array at index idx (each a header line). */
+/* Appends the header lines of the array at idx to list; sets *has_ct if
+ * one is a Content-Type. On error frees list and raises. */
 static struct curl_slist *header_list(lua_State *L, int idx, const char *what,
                                       struct curl_slist *list, int *has_ct) {
   int i, n = (int)lua_rawlen(L, idx);
@@ -226,9 +184,8 @@ static struct curl_slist *header_list(lua_State *L, int idx, const char *what,
     const char *h, *why;
     struct curl_slist *next;
     lua_rawgeti(L, idx, i);
-    h = lua_tolstring(L, -1, &len);
+    h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     why = h == NULL ? "is not a string" : bad_header(h, len);
-    if (why == NULL && strlen(h) != len) why = "contains a zero byte";
     if (why != NULL) {
       free_secret_list(list);
       luaL_error(L, "%s header #%d %s", what, i, why);
@@ -245,16 +202,79 @@ static struct curl_slist *header_list(lua_State *L, int idx, const char *what,
   return list;
 }
 
-static struct curl_slist *list_copy(struct curl_slist *src, struct curl_slist *dst) {
+/* A copy of src followed by `extra` (if not NULL); NULL when out of memory. */
+static struct curl_slist *list_copy(const struct curl_slist *src, const char *extra) {
+  struct curl_slist *dst = NULL, *next;
   for (; src != NULL; src = src->next) {
-    struct curl_slist *next = curl_slist_append(dst, src->data);
-    if (next == NULL) {
-      free_secret_list(dst);
-      return NULL;
-    }
+    next = curl_slist_append(dst, src->data);
+    if (next == NULL) goto fail;
     dst = next;
   }
-  return dst;
+  if (extra == NULL) return dst;
+  next = curl_slist_append(dst, extra);
+  if (next != NULL) return next;
+fail:
+  free_secret_list(dst);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client lifecycle                                                    */
+
+static mm_client *check_client(lua_State *L) {
+  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
+  if (c->closed) luaL_error(L, "attempt to use a closed mm client");
+  if (c->busy) luaL_error(L, "mm client is busy: it cannot be used from its own callback");
+  return c;
+}
+
+static void slot_free(mm_client *c, mm_slot *s) {
+  if (s->easy != NULL) {
+    if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
+    curl_easy_cleanup(s->easy);
+  }
+  free_secret_list(s->extra_headers);
+  buf_free(&s->body);
+  buf_free(&s->head);
+  free(s);
+}
+
+static void client_release(mm_client *c) {
+  int i;
+  if (c->closed) return;
+  c->closed = 1;
+  for (i = 0; i < c->nslots; i++) slot_free(c, c->slots[i]);
+  free(c->slots);
+  c->slots = NULL;
+  c->nslots = 0;
+  if (c->tmpl != NULL) curl_easy_cleanup(c->tmpl);
+  if (c->multi != NULL) curl_multi_cleanup(c->multi);
+  free_secret_list(c->headers);
+  free_secret_list(c->headers_noct);
+  free_secret_list(c->headers_body);
+  c->tmpl = NULL;
+  c->multi = NULL;
+  c->headers = c->headers_noct = c->headers_body = NULL;
+}
+
+/* close, __gc and __close. Called from a callback of this client's own
+ * transfers, it only marks the client: it is released when they end. */
+static int client_close(lua_State *L) {
+  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
+  if (c->busy)
+    c->close_pending = 1;
+  else
+    client_release(c);
+  return 0;
+}
+
+static int client_tostring(lua_State *L) {
+  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
+  if (c->closed)
+    lua_pushliteral(L, "mm.core.client (closed)");
+  else
+    lua_pushfstring(L, "mm.core.client (%p)", (void *)c);
+  return 1;
 }
 
 /* Options table helpers: absent (nil) means "leave libcurl's default". */
@@ -271,7 +291,7 @@ static const char *opt_string(lua_State *L, const char *key) {
   return s;
 }
 
-static int opt_number(lua_State *L, const char *key, double *out) {
+static int opt_number(lua_State *L, const char *key, double max, double *out) {
   lua_getfield(L, 1, key);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -280,8 +300,14 @@ static int opt_number(lua_State *L, const char *key, double *out) {
   if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "option '%s' must be a number", key);
   *out = lua_tonumber(L, -1);
   lua_pop(L, 1);
-  if (!(*out >= 0) || *out > 1e9) luaL_error(L, "option '%s' is out of range", key);
+  if (!(*out > 0) || *out > max) luaL_error(L, "option '%s' is out of range", key);
   return 1;
+}
+
+/* Seconds to whole milliseconds, rounded up: libcurl reads 0 as "none". */
+static long to_ms(double secs) {
+  long ms = (long)(secs * 1000.0);
+  return (double)ms < secs * 1000.0 ? ms + 1 : ms;
 }
 
 static int opt_boolean(lua_State *L, const char *key) {
@@ -313,12 +339,9 @@ static int configure_template(lua_State *L, mm_client *c) {
 #endif
   SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
   SETOPT(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  if (opt_number(L, "timeout", &d)) SETOPT(h, CURLOPT_TIMEOUT_MS, (long)(d * 1000));
-  if (opt_number(L, "connect_timeout", &d)) SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(d * 1000));
-  if (opt_number(L, "max_body", &d)) {
-    if (d < 1) return luaL_error(L, "option 'max_body' must be at least 1");
-    c->max_body = (size_t)d;
-  }
+  if (opt_number(L, "timeout", 86400, &d)) SETOPT(h, CURLOPT_TIMEOUT_MS, to_ms(d));
+  if (opt_number(L, "connect_timeout", 86400, &d)) SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, to_ms(d));
+  if (opt_number(L, "max_body", MM_MAX_BODY_LIMIT, &d)) c->max_body = (size_t)d;
   if ((s = opt_string(L, "cafile")) != NULL) SETOPT(h, CURLOPT_CAINFO, s);
   if ((s = opt_string(L, "capath")) != NULL) SETOPT(h, CURLOPT_CAPATH, s);
   if ((s = opt_string(L, "sslcert")) != NULL) SETOPT(h, CURLOPT_SSLCERT, s);
@@ -332,28 +355,44 @@ static int configure_template(lua_State *L, mm_client *c) {
   return 0;
 }
 
+/* The array option `key` appended to list (NULL when absent). */
+static struct curl_slist *opt_headers(lua_State *L, const char *key, struct curl_slist *list,
+                                      int *has_ct) {
+  lua_getfield(L, 1, key);
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1)) {
+      free_secret_list(list);
+      luaL_error(L, "option '%s' must be a table", key);
+    }
+    list = header_list(L, lua_gettop(L), key, list, has_ct);
+  }
+  lua_pop(L, 1);
+  return list;
+}
+
 /*
- * core.new{ headers = {"Name: value", ...}, timeout = s, connect_timeout = s,
- *           max_body = bytes, cafile, capath, sslcert, sslkey, insecure,
- *           proxy, noproxy }
- * Option names are validated by the Lua layer; here only their types.
+ * core.new{ headers = {"Name: value", ...}, body_headers = {...},
+ *           timeout = s, connect_timeout = s, max_body = bytes,
+ *           cafile, capath, sslcert, sslkey, insecure, proxy, noproxy }
+ * `headers` go with every request, `body_headers` also with every request
+ * that has a body. Option names are validated by the Lua layer; here only
+ * their types and ranges.
  */
 static int core_new(lua_State *L) {
   mm_client *c;
   struct curl_slist *list;
+  int has_ct = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   if (curl_init_rc != CURLE_OK)
     return luaL_error(L, "curl_global_init failed: %s", curl_easy_strerror(curl_init_rc));
 
-  /* Born closed with its metatable, so __gc can clean up whatever the
-   * rest of this function manages to acquire before an error. */
+  /* The metatable comes first, so that __gc releases whatever the rest of
+   * this function acquires before an error (release copes with NULLs). */
   c = lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
-  c->closed = 1;
   luaL_getmetatable(L, MM_CLIENT_MT);
   lua_setmetatable(L, -2);
-  c->closed = 0;
   c->max_body = MM_DEFAULT_MAX_BODY;
 
   c->multi = curl_multi_init();
@@ -361,22 +400,21 @@ static int core_new(lua_State *L) {
   if (c->multi == NULL || c->tmpl == NULL) return luaL_error(L, "cannot create a curl handle");
   configure_template(L, c);
 
-  lua_getfield(L, 1, "headers");
-  if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1)) return luaL_error(L, "option 'headers' must be a table");
-    c->headers = header_list(L, lua_gettop(L), "default", NULL, NULL);
-  }
-  lua_pop(L, 1);
   /* Never wait for "100 Continue": the server does not need it. */
-  list = curl_slist_append(c->headers, "Expect:");
+  list = curl_slist_append(NULL, "Expect:");
   if (list == NULL) return luaL_error(L, "out of memory");
-  c->headers = list;
-  c->headers_noct = list_copy(c->headers, NULL);
+  c->headers = opt_headers(L, "headers", list, NULL);
+  /* Without "Content-Type:", a body-less PUT or POST gets libcurl's form type. */
+  c->headers_noct = list_copy(c->headers, "Content-Type:");
   if (c->headers_noct == NULL) return luaL_error(L, "out of memory");
-  /* Without this, a body-less PUT or a POST gets libcurl's form type. */
-  list = curl_slist_append(c->headers_noct, "Content-Type:");
+  list = list_copy(c->headers, NULL);
   if (list == NULL) return luaL_error(L, "out of memory");
-  c->headers_noct = list;
+  c->headers_body = opt_headers(L, "body_headers", list, &has_ct);
+  if (!has_ct) {
+    list = curl_slist_append(c->headers_body, "Content-Type:");
+    if (list == NULL) return luaL_error(L, "out of memory");
+    c->headers_body = list;
+  }
   return 1;
 }
 
@@ -391,6 +429,7 @@ static mm_slot *slot_get(lua_State *L, mm_client *c, int i) {
     c->slots = slots;
     slots[c->nslots] = calloc(1, sizeof **slots);
     if (slots[c->nslots] == NULL) luaL_error(L, "out of memory");
+    slots[c->nslots]->index = c->nslots;
     c->nslots++;
   }
   s = c->slots[i];
@@ -402,23 +441,29 @@ static mm_slot *slot_get(lua_State *L, mm_client *c, int i) {
     curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
-    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (char *)s);
   }
   return s;
 }
 
-/* Detaches every slot: also repairs a client left mid-batch by a Lua
- * error (out of memory, an error in a progress callback). */
-static void slots_detach(mm_client *c) {
-  int i;
-  for (i = 0; i < c->nslots; i++) {
-    mm_slot *s = c->slots[i];
-    if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
-    s->attached = 0;
+/* Takes slot s out of the multi handle and drops what its request lent
+ * libcurl, so no pointer to freed memory stays in the easy handle. */
+static void slot_detach(mm_client *c, mm_slot *s) {
+  if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
+  s->attached = 0;
+  if (s->extra_headers != NULL) {
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
     free_secret_list(s->extra_headers);
     s->extra_headers = NULL;
-    if (s->easy != NULL) curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
   }
+  curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+}
+
+/* After a Lua error in the middle of transfers: every slot out. */
+static void slots_detach(mm_client *c) {
+  int i;
+  for (i = 0; i < c->nslots; i++)
+    if (c->slots[i]->easy != NULL) slot_detach(c, c->slots[i]);
 }
 
 static const char *const methods[] = {"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", NULL};
@@ -433,9 +478,9 @@ static int method_index(const char *name) {
 
 /*
  * Prepares slot s for a request whose method, url, headers (nil or an
- * array of header lines) and body (nil or a string) are at the given stack
- * indexes. The strings must stay referenced (on the stack, or in a table
- * on the stack) until the transfer is over: libcurl borrows the body.
+ * array of extra header lines) and body (nil or a string) are at the given
+ * stack indexes. The caller keeps the body string referenced until the
+ * transfer is over: libcurl borrows it.
  */
 static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, int hi, int bi) {
   const char *url, *body = NULL;
@@ -485,7 +530,9 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui,
   curl_easy_setopt(h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER,
                    s->extra_headers ? s->extra_headers
-                                    : (post_mode ? c->headers_noct : c->headers));
+                   : body != NULL   ? c->headers_body
+                   : post_mode      ? c->headers_noct
+                                    : c->headers);
   if (post_mode) {
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
@@ -498,31 +545,17 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui,
   }
 }
 
-/* Prepares slot s from request #i of the list at reqs_idx
- * ({method=, url=, headers=, body=}). */
-static void slot_prepare_from(lua_State *L, mm_client *c, mm_slot *s, int reqs_idx, int i) {
-  int t;
-  lua_rawgeti(L, reqs_idx, i);
-  if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", i);
-  t = lua_gettop(L);
-  lua_getfield(L, t, "method");
-  lua_getfield(L, t, "url");
-  lua_getfield(L, t, "headers");
-  lua_getfield(L, t, "body");
-  slot_prepare(L, c, s, t + 1, t + 2, t + 3, t + 4);
-  lua_pop(L, 5);
-  s->request = i;
-}
-
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
 static const char *error_kind(CURLcode rc, const mm_slot *s) {
-  curl_off_t connect_us = 0;
+  curl_off_t pretransfer_us = 0;
   switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-      curl_easy_getinfo(s->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-      return connect_us == 0 ? "connect_timeout" : "timeout";
+      /* Not the connect time: on a reused connection it is 0 although
+       * the request went out. Before "pretransfer" nothing was sent. */
+      curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+      return pretransfer_us == 0 ? "connect_timeout" : "timeout";
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
@@ -612,7 +645,8 @@ static int core_parse_headers(lua_State *L) {
 static void push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
   lua_pushstring(L, error_kind(rc, s));
   if (s->too_large)
-    lua_pushfstring(L, "response body larger than max_body (%d bytes)", (int)s->max_body);
+    lua_pushfstring(L, "response larger than the limit (max_body %d bytes, headers %d bytes)",
+                    (int)s->max_body, (int)MM_MAX_HEADERS);
   else
     lua_pushstring(L, s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
   lua_pushinteger(L, (lua_Integer)rc);
@@ -660,14 +694,6 @@ static void attach(lua_State *L, mm_client *c, mm_slot *s) {
   s->attached = 1;
 }
 
-static void finish(mm_client *c, mm_slot *s) {
-  curl_multi_remove_handle(c->multi, s->easy);
-  s->attached = 0;
-  free_secret_list(s->extra_headers);
-  s->extra_headers = NULL;
-  curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
-}
-
 /*
  * Drives the attached transfers until none is left. Each completed one is
  * detached, then given to done(L, c, slot, rc, ud), which may call back
@@ -683,12 +709,14 @@ static void pump(lua_State *L, mm_client *c, int in_flight, done_fn done, void *
     CURLMcode mc = curl_multi_perform(c->multi, &running);
     if (mc != CURLM_OK) luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(mc));
     while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
-      mm_slot *s = NULL;
+      char *priv = NULL;
+      mm_slot *s;
       CURLcode rc;
       if (msg->msg != CURLMSG_DONE) continue;
       rc = msg->data.result;
-      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-      finish(c, s); /* msg is invalid from here on: rc and s are copies */
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+      s = (mm_slot *)(void *)priv;
+      slot_detach(c, s); /* msg is invalid from here on: rc and s are copies */
       in_flight--;
       if (done(L, c, s, rc, ud)) {
         in_flight++;
@@ -700,6 +728,25 @@ static void pump(lua_State *L, mm_client *c, int in_flight, done_fn done, void *
       if (mc != CURLM_OK) luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(mc));
     }
   }
+}
+
+/*
+ * Runs body(L) with the stack as it is (the method's arguments), in
+ * protected mode with the client marked busy: a Lua error anywhere (a
+ * callback, out of memory) leaves no handle attached and no client stuck
+ * busy, and a close() from a callback takes effect once transfers end.
+ */
+static int run_protected(lua_State *L, mm_client *c, lua_CFunction body) {
+  int n = lua_gettop(L), rc;
+  lua_pushcfunction(L, body);
+  lua_insert(L, 1);
+  c->busy = 1;
+  rc = lua_pcall(L, n, LUA_MULTRET, 0);
+  c->busy = 0;
+  if (rc != 0) slots_detach(c);
+  if (c->close_pending) client_release(c);
+  if (rc != 0) return lua_error(L);
+  return lua_gettop(L);
 }
 
 /* client:request(method, url [, headers [, body]])
@@ -718,11 +765,10 @@ static int single_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void
   return 0;
 }
 
-static int client_request(lua_State *L) {
-  mm_client *c = check_client(L);
+static int request_body(lua_State *L) {
+  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
   mm_slot *s;
-  lua_settop(L, 5);
-  slots_detach(c);
+  lua_settop(L, 5); /* the body (5) stays here, referenced, until the end */
   s = slot_get(L, c, 0);
   slot_prepare(L, c, s, 2, 3, 4, 5);
   attach(L, c, s);
@@ -730,58 +776,91 @@ static int client_request(lua_State *L) {
   return 4;
 }
 
+static int client_request(lua_State *L) {
+  return run_protected(L, check_client(L), request_body);
+}
+
 /* client:request_many(requests, concurrency [, on_done])
  *   -> results, one table per request in input order.
  * on_done(i, result), if given, is called after each completion, between
- * transfers; an error in it aborts the batch (the client stays usable). */
+ * transfers, and then the results table is left empty (the callback has
+ * them: no need to hold every body until the end). An error in on_done
+ * aborts the batch; the client stays usable. */
+enum { MANY_REQS = 2, MANY_CB = 4, MANY_RESULTS = 5, MANY_ANCHORS = 6 };
+
 typedef struct {
-  int reqs_idx, results_idx, cb_idx, next, n;
+  int next, n, has_cb;
 } many_state;
+
+/* Starts request #st->next on slot s. Its body is anchored in a table
+ * indexed by slot, so it lives as long as the transfer whatever the
+ * caller does to its requests table meanwhile. */
+static void many_start(lua_State *L, mm_client *c, mm_slot *s, many_state *st) {
+  int i = st->next++, t;
+  lua_rawgeti(L, MANY_REQS, i);
+  if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", i);
+  t = lua_gettop(L);
+  lua_getfield(L, t, "method");
+  lua_getfield(L, t, "url");
+  lua_getfield(L, t, "headers");
+  lua_getfield(L, t, "body");
+  slot_prepare(L, c, s, t + 1, t + 2, t + 3, t + 4);
+  lua_rawseti(L, MANY_ANCHORS, s->index + 1); /* the body, or nil */
+  lua_pop(L, 4);
+  s->request = i;
+  attach(L, c, s);
+}
 
 static int many_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
   many_state *st = ud;
   push_result_table(L, s, rc);
   buf_reset(&s->body);
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, st->results_idx, s->request);
-  if (st->cb_idx) {
-    lua_pushvalue(L, st->cb_idx);
+  if (st->has_cb) {
+    lua_pushvalue(L, MANY_CB);
     lua_pushinteger(L, s->request);
     lua_pushvalue(L, -3);
     lua_call(L, 2, 0);
+    lua_pop(L, 1);
+  } else {
+    lua_rawseti(L, MANY_RESULTS, s->request);
   }
-  lua_pop(L, 1);
-  if (st->next > st->n) return 0;
-  slot_prepare_from(L, c, s, st->reqs_idx, st->next++);
-  attach(L, c, s);
+  if (c->close_pending || st->next > st->n) return 0;
+  many_start(L, c, s, st);
+  return 1;
+}
+
+static int request_many_body(lua_State *L) {
+  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
+  many_state st;
+  int limit = (int)lua_tointeger(L, 3), i;
+  st.next = 1;
+  st.n = (int)lua_rawlen(L, MANY_REQS);
+  st.has_cb = !lua_isnoneornil(L, MANY_CB);
+  lua_settop(L, MANY_CB);
+  lua_createtable(L, st.has_cb ? 0 : st.n, 0); /* MANY_RESULTS */
+  lua_newtable(L);                             /* MANY_ANCHORS */
+  if (limit > st.n) limit = st.n;
+  for (i = 0; i < limit; i++) many_start(L, c, slot_get(L, c, i), &st);
+  pump(L, c, limit, many_done, &st);
+  /* Past slot 0 (single calls), free what a large batch left in buffers. */
+  for (i = 1; i < c->nslots && !c->close_pending; i++) {
+    buf_free(&c->slots[i]->body);
+    buf_free(&c->slots[i]->head);
+  }
+  lua_settop(L, MANY_RESULTS);
   return 1;
 }
 
 static int client_request_many(lua_State *L) {
   mm_client *c = check_client(L);
-  many_state st = {2, 0, 0, 1, 0};
-  int limit, i;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  limit = (int)luaL_checkinteger(L, 3);
+  lua_Integer limit;
+  luaL_checktype(L, MANY_REQS, LUA_TTABLE);
+  limit = luaL_checkinteger(L, 3);
   luaL_argcheck(L, limit >= 1 && limit <= MM_MAX_CONCURRENCY, 3,
                 "concurrency must be between 1 and 1024");
-  if (!lua_isnoneornil(L, 4)) {
-    luaL_checktype(L, 4, LUA_TFUNCTION);
-    st.cb_idx = 4;
-  }
-  lua_settop(L, 4);
-  st.n = (int)lua_rawlen(L, 2);
-  lua_createtable(L, st.n, 0);
-  st.results_idx = lua_gettop(L);
-  slots_detach(c);
-  if (limit > st.n) limit = st.n;
-  for (i = 0; i < limit; i++) {
-    mm_slot *s = slot_get(L, c, i);
-    slot_prepare_from(L, c, s, st.reqs_idx, st.next++);
-    attach(L, c, s);
-  }
-  pump(L, c, limit, many_done, &st);
-  return 1;
+  if (!lua_isnoneornil(L, MANY_CB)) luaL_checktype(L, MANY_CB, LUA_TFUNCTION);
+  lua_settop(L, MANY_CB);
+  return run_protected(L, c, request_many_body);
 }
 
 /* ------------------------------------------------------------------ */
@@ -805,11 +884,6 @@ static int core_monotime(lua_State *L) {
   return 1;
 }
 
-static int core_is_client(lua_State *L) {
-  lua_pushboolean(L, luaL_testudata(L, 1, MM_CLIENT_MT) != NULL);
-  return 1;
-}
-
 static const luaL_Reg client_methods[] = {
     {"request", client_request},
     {"request_many", client_request_many},
@@ -828,7 +902,6 @@ static const luaL_Reg core_funcs[] = {
     {"new", core_new},
     {"sleep", core_sleep},
     {"monotime", core_monotime},
-    {"is_client", core_is_client},
     {"parse_headers", core_parse_headers},
     {NULL, NULL},
 };
@@ -856,5 +929,7 @@ MM_EXPORT int luaopen_mm_core(lua_State *L) {
   lua_setfield(L, -2, "curl_version");
   lua_pushinteger(L, MM_MAX_CONCURRENCY);
   lua_setfield(L, -2, "max_concurrency");
+  lua_pushnumber(L, MM_MAX_BODY_LIMIT);
+  lua_setfield(L, -2, "max_body_limit");
   return 1;
 }
