@@ -119,6 +119,13 @@ end
 
 local function str(v) if type(v) == "string" then return v end end
 
+-- A header's number of seconds, if it is a sane one (a server can send
+-- anything: "-1", "1e999", a date).
+local function seconds(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n <= 86400 then return n end
+end
+
 -- ------------------------------------------------------------------------
 -- Responses
 
@@ -149,20 +156,20 @@ local parse_headers = core.parse_headers
 
 -- The error for an HTTP status >= 300. The body is an AppError when the
 -- server made it; the 429 of the rate limiter and proxies' pages are not.
-local function http_error(status, body, ctype, head, scrub)
+local function http_error(status, body, ctype, head)
   local headers = parse_headers(head)
   local e = { kind = "http", status = status, request_id = headers["x-request-id"] }
   local app = is_json(ctype) and json.decode(body)
   if type(app) == "table" and type(app.id) == "string" then
     e.id = app.id
-    e.message = scrub(str(app.message))
-    e.detailed_error = scrub(str(app.detailed_error))
+    e.message = str(app.message)
+    e.detailed_error = str(app.detailed_error)
     e.request_id = str(app.request_id) or e.request_id
     e.status_code = tointeger(tonumber(app.status_code))
   else
-    e.body = scrub(body:sub(1, 1024))
+    e.body = body:sub(1, 1024)
     local text = body_text(body)
-    e.message = scrub(text ~= "" and text or nil)
+    e.message = text ~= "" and text or nil
   end
   local location = headers.location
   if status >= 300 and status < 400 and location then
@@ -170,7 +177,7 @@ local function http_error(status, body, ctype, head, scrub)
     e.message = "redirect to " .. location .. " not followed"
   end
   if status == 429 or status == 503 then
-    e.retry_after = tonumber(headers["retry-after"]) or tonumber(headers["x-ratelimit-reset"])
+    e.retry_after = seconds(headers["retry-after"]) or seconds(headers["x-ratelimit-reset"])
   end
   return new_error(e)
 end
@@ -207,6 +214,19 @@ local function job_result(status, body, ctype, head)
   return plain(job), err
 end
 
+-- A number as the server should see it: whole numbers without exponent or
+-- ".0" (also on Lua 5.1, where all numbers are floats), others in the
+-- fewest digits that read back the same.
+local function number_text(v)
+  local i = tointeger(v)
+  if i and math.type then return tostring(i) end
+  if v == floor(v) and v > -2 ^ 63 and v < 2 ^ 63 then return ("%.0f"):format(v) end
+  for digits = 15, 17 do
+    local text = ("%." .. digits .. "g"):format(v)
+    if tonumber(text) == v then return text end
+  end
+end
+
 -- The `data` of a job as JSON: string keys to string values (the server
 -- decodes a map[string]string, contract 2.1); numbers and booleans are
 -- converted, anything else is the caller's mistake. Returns JSON or nil, why.
@@ -224,7 +244,7 @@ local function encode_data(data)
       if v ~= v or v == huge or v == -huge then
         return nil, "field 'data." .. k .. "' must be a finite number"
       end
-      v = tostring(tointeger(v) or v)
+      v = number_text(v)
     elseif tv == "boolean" then
       v = tostring(v)
     elseif tv ~= "string" then
@@ -374,8 +394,8 @@ local function check_options(opts)
     return nil, "option 'max_retry_wait' must be a number of seconds from 0 to 3600"
   end
   local m = opts.max_body
-  if m ~= nil and not (m >= 1 and m <= 2 ^ 31 and floor(m) == m) then
-    return nil, "option 'max_body' must be a whole number of bytes from 1 to 2^31"
+  if m ~= nil and not (m >= 1 and m <= core.max_body_limit and floor(m) == m) then
+    return nil, ("option 'max_body' must be a whole number of bytes from 1 to %.0f"):format(core.max_body_limit)
   end
   return api_root(opts.url)
 end
@@ -384,7 +404,7 @@ end
 -- carries "token=<t>" in detailed_error), so no error can show it.
 local function scrubber(token)
   return function(s)
-    if s == nil then return nil end
+    if type(s) ~= "string" then return s end
     local i, j = s:find(token, 1, true)
     while i do
       s = s:sub(1, i - 1) .. "[redacted]" .. s:sub(j + 1)
@@ -425,6 +445,7 @@ local function new_client(opts)
   local ua = opts.user_agent or USER_AGENT
   local handle = core.new{
     headers = { "Authorization: Bearer " .. opts.token, "Accept: application/json", "User-Agent: " .. ua },
+    body_headers = JSON_BODY_HEADERS,
     timeout = opts.timeout or d.timeout,
     connect_timeout = opts.connect_timeout or d.connect_timeout,
     max_body = opts.max_body or d.max_body,
@@ -585,12 +606,13 @@ end
 
 local function log_response(self, status, head, kind, message, elapsed)
   local log = self._log
-  local ms = ("(%.1f ms)"):format(elapsed * 1000)
+  -- a batch's transfers overlap: no time of their own to show
+  local ms = elapsed and (" (%.1f ms)"):format(elapsed * 1000) or ""
   if not status then
-    log("< " .. kind .. ": " .. tostring(self._scrub(message)) .. " " .. ms)
+    log("< " .. kind .. ": " .. tostring(self._scrub(message)) .. ms)
     return
   end
-  log("< HTTP " .. status .. " " .. ms)
+  log("< HTTP " .. status .. ms)
   local headers, names = parse_headers(head), {}
   for k in pairs(headers) do names[#names + 1] = k end
   sort(names)
@@ -599,18 +621,24 @@ end
 
 -- The value or error of one attempt: an answer (status, body, ctype,
 -- head) or a failure (nil, and kind, message, code in their place).
+local SCRUBBED = { "id", "message", "detailed_error", "body", "location", "request_id" }
+
 local function outcome(self, op, method, url, status, body, ctype, head)
   local value, err
   if status and status >= 200 and status < 300 then
     value, err = op.result(status, body, ctype, head)
   elseif status then
-    err = http_error(status, body, ctype, head, self._scrub)
+    err = http_error(status, body, ctype, head)
   else
-    err = new_error{ kind = body, message = self._scrub(ctype), curl_code = head }
+    err = new_error{ kind = body, message = ctype, curl_code = head }
   end
   if err then
+    -- Everything a server or libcurl put into the error, scrubbed of the
+    -- token in one place: servers echo requests in odd places.
+    local scrub = self._scrub
+    for _, k in ipairs(SCRUBBED) do err[k] = scrub(err[k]) end
     err.method = method
-    err.path = self._scrub("/api/v4" .. url:sub(#self._root + 1))
+    err.path = scrub("/api/v4" .. url:sub(#self._root + 1))
   end
   return value, err
 end
@@ -643,7 +671,6 @@ end
 -- One call, with retries: value or nil, err.
 local function perform(self, op, url, body)
   local handle, method, n = self._core, op.method, 0
-  local headers = body and JSON_BODY_HEADERS or nil
   while true do
     n = n + 1
     local log, t0 = self._log
@@ -651,7 +678,7 @@ local function perform(self, op, url, body)
       log_request(self, method, url, body)
       t0 = core.monotime()
     end
-    local status, a, b, c = handle:request(method, url, headers, body)
+    local status, a, b, c = handle:request(method, url, nil, body)
     if log then log_response(self, status, c, a, b, core.monotime() - t0) end
     local value, err = outcome(self, op, method, url, status, a, b, c)
     if not err then return value end
@@ -747,7 +774,7 @@ function Client:wait_job(id, opts)
     local job, err = perform(self, op, url)
     if not job then return nil, err end
     if job.status == "error" then
-      local detail = job.data and job.data.error
+      local detail = type(job.data) == "table" and str(job.data.error)
       return nil, new_error{
         kind = "job", job = job, method = "GET", path = path,
         message = self._scrub("job " .. id .. " ended in error" .. (detail and (": " .. detail) or "")),
@@ -800,6 +827,10 @@ local function run_batch(self, ops, reqs, concurrency, on_progress)
       local i = pending[j]
       local req = reqs[i]
       local value, err
+      if self._log then
+        log_request(self, req.method, req.url, req.body)
+        log_response(self, r.status, r.head, r.kind, r.message)
+      end
       if r.status then
         value, err = outcome(self, ops[i], req.method, req.url, r.status, r.body, r.content_type, r.head)
       else
@@ -851,7 +882,7 @@ local function batch_of(self, fname, name, list, opts)
     local url, body = op.build(self._root, arg)
     if not url then return nil, argmsg(fname, 1, ("item #%d: %s"):format(i, body)) end
     ops[i] = op
-    reqs[i] = { method = op.method, url = url, body = body, headers = body and JSON_BODY_HEADERS or nil }
+    reqs[i] = { method = op.method, url = url, body = body }
   end
   return true, run_batch(self, ops, reqs, concurrency, opts and opts.on_progress)
 end
