@@ -130,6 +130,32 @@ describe("batch", function()
   end)
 end)
 
+describe("using the client from its own on_progress", function()
+  it("raises a clear error instead of hanging, and the client stays usable", function()
+    local c = client()
+    local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other"), cmd("C_basic") }, {
+      concurrency = 2, on_progress = function() c:get_job(UNKNOWN) end,
+    })
+    assert.is_false(ok)
+    assert.matches("busy: it cannot be used from its own callback", msg)
+    assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
+  end)
+
+  it("close() from on_progress takes effect when the transfers end", function()
+    local c = client()
+    local ids = {}
+    for i = 1, 6 do ids[i] = cmd("C_admin") end
+    local results = c:regen_tokens(ids, { concurrency = 2, on_progress = function(done)
+      if done == 1 then c:close() end
+    end })
+    assert.equal(26, #results[1])
+    assert.equal("mm.client (closed)", tostring(c))
+    local ok, msg = pcall(c.regen_token, c, cmd("C_admin"))
+    assert.is_false(ok)
+    assert.matches("closed client", msg)
+  end)
+end)
+
 describe("concurrency and connections", function()
   it("keeps the concurrency limit: never more connections, rounds take their time", function()
     local c = client{ url = stub.url .. "/__fault/slow_headers:0.25" }

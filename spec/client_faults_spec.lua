@@ -76,6 +76,28 @@ describe("#faults timeouts", function()
     assert.equal(26, #token)
   end)
 
+  it("a POST that timed out on a reused connection is a 'timeout', never retried", function()
+    -- The first GET and the first POST of each path are slow (flaky_slow:1).
+    local c = fault("flaky_slow:1", { timeout = 0.5, retries = 2, max_retry_wait = 0.01 })
+    -- the GET times out, is retried (idempotent) on a new connection and
+    -- answered: that connection is kept alive for the POST
+    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal(404, err.status)
+    assert.equal(2, err.attempts)
+    local job
+    job, err = c:create_job{ type = "active_users" }
+    assert.is_nil(job)
+    assert.equal("timeout", err.kind) -- the request was sent: not a connect timeout
+    assert.equal(1, err.attempts)
+    assert.equal(1, seen("/jobs"))
+  end)
+
+  it("a timeout below a millisecond is still a timeout, not none", function()
+    local _, err, dt = timed(function() return fault("slow_headers:2", { timeout = 0.0004 }):regen_token(cmd()) end)
+    assert.equal("timeout", err.kind)
+    assert.is_true(dt < 1, "took " .. dt)
+  end)
+
   it("a server that never accepts fails with kind 'connect_timeout'", function()
     -- A listening socket with a backlog of 0 that never accepts: once its
     -- queue is full the kernel drops further SYNs, so connect() hangs.

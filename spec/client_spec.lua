@@ -59,13 +59,15 @@ describe("create_job (POST /api/v4/jobs)", function()
 
   it("sends byte-exact requests: method, path, headers and a stable JSON body", function()
     local c = client("sysadmin")
-    assert(c:create_job{ type = "active_users", data = { thing = "stuff", n = 5, on = true, x = 1.5 } })
+    assert(c:create_job{ type = "active_users",
+      data = { thing = "stuff", n = 5, on = true, x = 1.5, big = 2 ^ 53, tenth = 0.1 } })
     local reqs = stub.requests()
     assert.equal(1, #reqs)
     local r = reqs[1]
     assert.equal("POST", r.method)
     assert.equal("/api/v4/jobs", r.uri)
-    assert.equal('{"type":"active_users","data":{"n":"5","on":"true","thing":"stuff","x":"1.5"}}', r.body)
+    assert.equal('{"type":"active_users","data":{"big":"9007199254740992","n":"5","on":"true",'
+      .. '"tenth":"0.1","thing":"stuff","x":"1.5"}}', r.body)
     assert.equal("Bearer " .. fx.users.sysadmin.token, stub.header(r, "Authorization"))
     assert.equal("application/json", stub.header(r, "Accept"))
     assert.equal("application/json", stub.header(r, "Content-Type"))
@@ -317,6 +319,7 @@ describe("argument checks raise and send nothing", function()
       { with("timeout", "1"), "option 'timeout' must be a number, got string" },
       { with("timeout", 0), "option 'timeout' must be a number of seconds above 0" },
       { with("retries", 1.5), "option 'retries' must be a whole number" },
+      { with("max_body", 2 ^ 31), "option 'max_body' must be a whole number of bytes from 1 to 1000000000" },
       { with("token", nil), "option 'token' is required" },
       { with("url", nil), "option 'url' is required" },
       { with("url", "ftp://example.com"), "must start with http:// or https://" },
