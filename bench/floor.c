@@ -15,59 +15,7 @@
  * Prints one line: "ok=N fail=N seconds=S".
  */
 #define _POSIX_C_SOURCE 200809L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include <curl/curl.h>
-
-typedef struct {
-  char *data;
-  size_t len, cap;
-} buf;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  buf *b = ud;
-  size_t total = size * n;
-  if (b->cap - b->len < total) {
-    size_t cap = b->cap ? b->cap : 1024;
-    char *d;
-    while (cap - b->len < total) cap *= 2;
-    d = realloc(b->data, cap);
-    if (d == NULL) return 0;
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, total);
-  b->len += total;
-  return total;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct curl_slist *headers(void) {
-  const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
-  char line[512];
-  struct curl_slist *l = NULL;
-  if (token == NULL || ua == NULL) {
-    fprintf(stderr, "floor: BENCH_TOKEN and BENCH_UA must be set\n");
-    exit(2);
-  }
-  snprintf(line, sizeof line, "Authorization: Bearer %s", token);
-  l = curl_slist_append(l, line);
-  l = curl_slist_append(l, "Accept: application/json");
-  snprintf(line, sizeof line, "User-Agent: %s", ua);
-  l = curl_slist_append(l, line);
-  l = curl_slist_append(l, "Expect:");
-  l = curl_slist_append(l, "Content-Type:");
-  if (l == NULL) exit(2);
-  return l;
-}
+#include "floor_common.h"
 
 int main(int argc, char **argv) {
   const char *base;
@@ -90,7 +38,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   curl_global_init(CURL_GLOBAL_ALL);
-  hdrs = headers();
+  hdrs = headers("floor");
   h = curl_easy_init();
   if (h == NULL) return 2;
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

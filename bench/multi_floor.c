@@ -17,66 +17,18 @@
  * to the last completion, connection set-up included).
  */
 #define _POSIX_C_SOURCE 200809L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include <curl/curl.h>
+#include "floor_common.h"
 
 typedef struct {
   CURL *easy;
-  char *data;
-  size_t len, cap;
+  buf body;
   char url[512];
 } slot;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  slot *s = ud;
-  size_t total = size * n;
-  if (s->cap - s->len < total) {
-    size_t cap = s->cap ? s->cap : 1024;
-    char *d;
-    while (cap - s->len < total) cap *= 2;
-    d = realloc(s->data, cap);
-    if (d == NULL) return 0;
-    s->data = d;
-    s->cap = cap;
-  }
-  memcpy(s->data + s->len, p, total);
-  s->len += total;
-  return total;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct curl_slist *headers(void) {
-  const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
-  char line[512];
-  struct curl_slist *l = NULL;
-  if (token == NULL || ua == NULL) {
-    fprintf(stderr, "multi_floor: BENCH_TOKEN and BENCH_UA must be set\n");
-    exit(2);
-  }
-  snprintf(line, sizeof line, "Authorization: Bearer %s", token);
-  l = curl_slist_append(l, line);
-  l = curl_slist_append(l, "Accept: application/json");
-  snprintf(line, sizeof line, "User-Agent: %s", ua);
-  l = curl_slist_append(l, line);
-  l = curl_slist_append(l, "Expect:");
-  l = curl_slist_append(l, "Content-Type:");
-  if (l == NULL) exit(2);
-  return l;
-}
 
 static void start(CURLM *m, slot *s, const char *base, long i) {
   snprintf(s->url, sizeof s->url, "%s/api/v4/commands/bench%021ld/regen_token", base, i % 1000);
   curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
-  s->len = 0;
+  s->body.len = 0;
   curl_multi_add_handle(m, s->easy);
 }
 
@@ -103,7 +55,7 @@ int main(int argc, char **argv) {
   }
   if (conc > n) conc = n;
   curl_global_init(CURL_GLOBAL_ALL);
-  hdrs = headers();
+  hdrs = headers("multi_floor");
   slots = calloc((size_t)conc, sizeof *slots);
   if (slots == NULL) return 2;
 
@@ -123,7 +75,7 @@ int main(int argc, char **argv) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i]);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i].body);
     curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
     if (mm_options) {
       curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -148,7 +100,7 @@ int main(int argc, char **argv) {
       if (msg->msg != CURLMSG_DONE) continue;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
       if (msg->data.result == CURLE_OK) curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-      if (msg->data.result == CURLE_OK && status == 200 && s->len > 0)
+      if (msg->data.result == CURLE_OK && status == 200 && s->body.len > 0)
         ok++;
       else
         fail++;
@@ -166,7 +118,7 @@ int main(int argc, char **argv) {
 
   for (i = 0; i < conc; i++) {
     curl_easy_cleanup(slots[i].easy);
-    free(slots[i].data);
+    free(slots[i].body.data);
   }
   curl_multi_cleanup(m);
   free(slots);

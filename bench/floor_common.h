@@ -1,0 +1,66 @@
+/*
+ * bench/floor_common.h: what the two C floors (floor.c, multi_floor.c)
+ * share: a body buffer, a clock and the request headers that give the
+ * same wire bytes as `mm`.
+ */
+#ifndef FLOOR_COMMON_H
+#define FLOOR_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} buf;
+
+/* CURLOPT_WRITEFUNCTION with a buf as CURLOPT_WRITEDATA. */
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  buf *b = ud;
+  size_t total = size * n;
+  if (b->cap - b->len < total) {
+    size_t cap = b->cap ? b->cap : 1024;
+    char *d;
+    while (cap - b->len < total) cap *= 2;
+    d = realloc(b->data, cap);
+    if (d == NULL) return 0;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, total);
+  b->len += total;
+  return total;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* mm's headers, from BENCH_TOKEN and BENCH_UA; `prog` names the program
+ * in the error when they are missing. */
+static struct curl_slist *headers(const char *prog) {
+  const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
+  char line[512];
+  struct curl_slist *l = NULL;
+  if (token == NULL || ua == NULL) {
+    fprintf(stderr, "%s: BENCH_TOKEN and BENCH_UA must be set\n", prog);
+    exit(2);
+  }
+  snprintf(line, sizeof line, "Authorization: Bearer %s", token);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Accept: application/json");
+  snprintf(line, sizeof line, "User-Agent: %s", ua);
+  l = curl_slist_append(l, line);
+  l = curl_slist_append(l, "Expect:");
+  l = curl_slist_append(l, "Content-Type:");
+  if (l == NULL) exit(2);
+  return l;
+}
+
+#endif
