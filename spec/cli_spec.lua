@@ -175,6 +175,9 @@ describe("mm usage errors", function()
     { { "create-job", "active_users", "--timeout", "5" }, "go with --wait" },
     { { "create-job", "active_users", "--wait", "--timeout", "soon" }, "'--timeout' must be a number" },
     { { "create-job", "active_users", "--wait", "--timeout", "-1" }, "'--timeout' must be a number" },
+    { { "create-job", "active_users", "--wait", "--timeout", "100000" }, "'--timeout' must be a number from" },
+    { { "create-job", "active_users", "--wait", "--interval", "1e-9" }, "'--interval' must be a number from" },
+    { { "regen-token", C.C_admin, C.C_other, C.C_admin }, "is given twice" },
     { { "regen-token" }, "at least one ID" },
     { { "regen-token", C.C_admin, "nope" }, "invalid ID 'nope'" },
     { { "regen-token", C.C_admin, "--concurrency", "0" }, "'--concurrency' must be a whole number" },
@@ -194,6 +197,8 @@ describe("mm usage errors", function()
 
   it("sends nothing on a usage error", function()
     as("sysadmin", { "regen-token", C.C_admin, "bad" })
+    as("sysadmin", { "create-job", "active_users", "--wait", "--timeout", "100000" })
+    as("sysadmin", { "regen-token", C.C_admin, C.C_admin })
     assert.are.same({}, control("GET", "/__stub/requests"))
   end)
 end)
@@ -233,6 +238,16 @@ describe("mm configuration errors", function()
     r = mm_run({ "--token-file", tmpfile(two), unpack(args) }, { MM_URL = URL })
     assert.are.equal(3, r.code)
     assert.is_truthy(r.err:find("white space", 1, true), r.err)
+    -- a directory: the read error, not "empty"
+    r = mm_run({ "--token-file", "/tmp", unpack(args) }, { MM_URL = URL })
+    assert.are.equal(3, r.code)
+    assert.is_truthy(r.err:find("cannot read the token file", 1, true), r.err)
+  end)
+
+  it("takes a token file saved with a byte order mark and CRLF", function()
+    local file = tmpfile("\239\187\191" .. fx.users.sysadmin.token .. "\r\n")
+    local r = mm_run({ "--token-file", file, "regen-token", C.C_admin }, { MM_URL = URL })
+    assert.are.equal(0, r.code, r.err)
   end)
 
   it("prefers --token-file to MM_TOKEN and --url to MM_URL", function()
@@ -436,6 +451,12 @@ describe("mm regen-token", function()
     assert.are.equal(1, r.code)
     assert.are.equal("", r.out)
     assert.is_truthy(one_line(r.err):find("^mm: HTTP 403 api%.context%.permissions%.app_error: "), r.err)
+  end)
+
+  it("exits 7 when the new token cannot be written out", function()
+    local code = sh(("env -u MM_URL -u MM_TOKEN MM_URL=%s MM_TOKEN=%s lua5.4 bin/mm regen-token %s >/dev/full 2>%s")
+      :format(q(URL), q(fx.users.sysadmin.token), C.C_admin, tmpfile()))
+    assert.are.equal(7, code)
   end)
 
   it("takes the exit code of the first failed id", function()
