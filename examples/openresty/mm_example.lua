@@ -11,6 +11,8 @@ local M = {}
 local POOL = "mm"          -- the thread_pool of nginx.conf
 local POLL_INTERVAL = 1    -- seconds between two looks at a running job
 local KEEP = 3600          -- seconds a finished job's state is kept
+local WATCH_FOR = 3600     -- seconds a job is followed at most
+local MAX_MISSES = 5       -- failed looks in a row before the watcher gives up
 local TERMINAL = { success = true, error = true, canceled = true, warning = true }
 
 -- What ngx.run_worker_thread says when every Lua VM of the pool is taken
@@ -57,22 +59,41 @@ end
 
 local jobs = ngx.shared.mm_jobs
 
+-- Records a state the watcher ends on: the last job seen, marked.
+local function give_up(id, status, detail)
+  local seen = jobs:get(id)
+  local job = seen and cjson.decode(seen) or { id = id }
+  job.watch = { status = status, detail = detail }
+  jobs:set(id, cjson.encode(job), KEEP)
+end
+
 -- A timer callback: looks at the job once and, while it runs, schedules
--- the next look. No thread is held between two looks.
-local function watch(premature, id)
+-- the next look. No thread is held between two looks. A failed look (a
+-- timeout, a 429, a busy thread pool) is tried again later, with a longer
+-- pause each time, up to MAX_MISSES in a row; a job is followed for at
+-- most WATCH_FOR seconds.
+local watch
+
+local function schedule(delay, id, deadline, misses)
+  local ok, terr = ngx.timer.at(delay, watch, id, deadline, misses)
+  if not ok then
+    ngx.log(ngx.ERR, "cannot watch job ", id, ": ", terr)
+    give_up(id, "watch_failed", terr)
+  end
+end
+
+watch = function(premature, id, deadline, misses)
   if premature then return end -- nginx is shutting down
   local job, err = run("get_job", id)
   if not job then
     ngx.log(ngx.ERR, "watching job ", id, ": ", err.text)
-    err.text = nil
-    jobs:set(id, cjson.encode{ id = id, status = "unknown", error = err }, KEEP)
-    return
+    if misses + 1 >= MAX_MISSES then return give_up(id, "unknown", err.text) end
+    return schedule(POLL_INTERVAL * 2 ^ (misses + 1), id, deadline, misses + 1)
   end
   jobs:set(id, cjson.encode(job), KEEP)
-  if not TERMINAL[job.status] then
-    local ok, terr = ngx.timer.at(POLL_INTERVAL, watch, id)
-    if not ok then ngx.log(ngx.ERR, "cannot watch job ", id, ": ", terr) end
-  end
+  if TERMINAL[job.status] then return end
+  if ngx.now() >= deadline then return give_up(id, "not_finished", "still " .. job.status) end
+  schedule(POLL_INTERVAL, id, deadline, 0)
 end
 
 --- POST /jobs?type=TYPE: creates the job, answers 202 at once and follows
@@ -82,8 +103,7 @@ function M.start_job(jtype)
   local job, err = run("create_job", jtype)
   if not job then return fail("create_job " .. jtype, err) end
   jobs:set(job.id, cjson.encode(job), KEEP)
-  local ok, terr = ngx.timer.at(POLL_INTERVAL, watch, job.id)
-  if not ok then ngx.log(ngx.ERR, "cannot watch job ", job.id, ": ", terr) end
+  schedule(POLL_INTERVAL, job.id, ngx.now() + WATCH_FOR, 0)
   return reply(202, job)
 end
 
