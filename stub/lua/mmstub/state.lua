@@ -41,10 +41,31 @@ end
 function M.boot() return boot end
 function M.fixtures() return fixtures end
 
+local OUTCOMES = { success = true, error = true, warning = true, canceled = true, never = true }
+local BOOLEANS = { enable_commands = true, developer = true, enterprise = true,
+                   enable_user_access_tokens = true, strict_csrf = true }
+
+local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
+
+--- A rate_limit value (PUT /__stub/config or bin/mm-stub --rate-limit):
+-- false, or {per_sec > 0, burst a whole number >= 0}. Returns the value to
+-- store or nil, message.
+local function check_rate_limit(v)
+  if v == false then return false end
+  if type(v) == "table" and finite(v.per_sec) and v.per_sec > 0
+     and finite(v.burst) and v.burst >= 0 and v.burst == math.floor(v.burst) then
+    return { per_sec = v.per_sec, burst = v.burst }
+  end
+  return nil, "rate_limit must be false or {per_sec: number > 0, burst: whole number >= 0}"
+end
+
 -- Config as set at start by bin/mm-stub options; reset returns to it.
 local function default_config()
+  -- boot.json's, checked as a PUT's would be
+  local rl, err = check_rate_limit(boot.rate_limit or false)
+  if err then error("boot.json: " .. err) end
   return {
-    rate_limit = boot.rate_limit or false,  -- false or {per_sec=, burst=}
+    rate_limit = rl,                         -- false or {per_sec=, burst=}
     enable_commands = boot.enable_commands ~= false,
     developer = boot.developer == true,
     enterprise = boot.enterprise == true,
@@ -68,42 +89,55 @@ function M.config()
   return cjson.decode(dict:get("config"))
 end
 
-local OUTCOMES = { success = true, error = true, warning = true, canceled = true, never = true }
+-- check_patch: nil if every key of a PUT /__stub/config patch is valid,
+-- else the message of the first bad one.
+local function check_patch(patch)
+  for k, v in pairs(patch) do
+    if k == "rate_limit" then
+      local _, err = check_rate_limit(v)
+      if err then return err end
+    elseif BOOLEANS[k] then
+      if type(v) ~= "boolean" then return k .. " must be a boolean" end
+    elseif k == "job_outcome" then
+      if not OUTCOMES[v] then return "job_outcome must be success|error|warning|canceled|never" end
+    elseif k == "job_steps" then
+      if not finite(v) or v < 0 or v ~= math.floor(v) then return "job_steps must be an integer >= 0" end
+    elseif k == "grant" then
+      local ok = type(v) == "table" and type(v.role) == "string" and type(v.permissions) == "table"
+      if ok then -- an array of strings: keys 1..n only ({} reads as [])
+        local n = 0
+        for _ in pairs(v.permissions) do n = n + 1 end
+        for i = 1, n do if type(v.permissions[i]) ~= "string" then ok = false end end
+      end
+      if not ok then return 'grant must be {"role":"...", "permissions":["...", ...]}' end
+    else
+      return "unknown config key: " .. tostring(k)
+    end
+  end
+end
 
---- Apply a PUT /__stub/config patch. Returns the new config or nil, message.
+--- Apply a PUT /__stub/config patch: every key is checked first, so a
+-- rejected patch changes nothing. Returns the new config or nil, message.
 function M.set_config(patch)
   if type(patch) ~= "table" then return nil, "body must be a JSON object" end
+  local err = check_patch(patch)
+  if err then return nil, err end
   local c = M.config()
   for k, v in pairs(patch) do
     if k == "rate_limit" then
-      if v == false then c.rate_limit = false
-      elseif type(v) == "table" and tonumber(v.per_sec) and tonumber(v.burst)
-             and v.per_sec > 0 and v.burst >= 0 then
-        c.rate_limit = { per_sec = v.per_sec, burst = math.floor(v.burst) }
+      c.rate_limit = check_rate_limit(v)
+      if v then
         for _, key in ipairs(dict:get_keys(0)) do -- fresh buckets for a new quota
           if key:sub(1, 3) == "rl:" then dict:delete(key) end
         end
-      else return nil, "rate_limit must be false or {per_sec>0, burst>=0}" end
-    elseif k == "enable_commands" or k == "developer" or k == "enterprise"
-        or k == "enable_user_access_tokens" or k == "strict_csrf" then
-      if type(v) ~= "boolean" then return nil, k .. " must be a boolean" end
-      c[k] = v
-    elseif k == "job_outcome" then
-      if not OUTCOMES[v] then return nil, "job_outcome must be success|error|warning|canceled|never" end
-      c.job_outcome = v
-    elseif k == "job_steps" then
-      if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then return nil, "job_steps must be an integer >= 0" end
-      c.job_steps = v
-    elseif k == "grant" then
-      if type(v) ~= "table" or type(v.role) ~= "string" or type(v.permissions) ~= "table" then
-        return nil, 'grant must be {"role":..., "permissions":[...]}'
       end
+    elseif k == "grant" then
       local key = "grant:" .. v.role
       local have = cjson.decode(dict:get(key) or "[]")
-      for _, p in ipairs(v.permissions) do have[#have + 1] = tostring(p) end
+      for _, p in ipairs(v.permissions) do have[#have + 1] = p end
       dict:set(key, cjson.encode(have))
     else
-      return nil, "unknown config key: " .. tostring(k)
+      c[k] = v
     end
   end
   dict:set("config", cjson.encode(c))
