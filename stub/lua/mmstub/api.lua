@@ -13,8 +13,9 @@ local M = {}
 -- Go's http.MaxBytesReader(MaximumPayloadSizeBytes + bytes.MinRead) (§1.3).
 local BODY_LIMIT = 300000 + 512
 local MAX_URL_LENGTH = 2048
--- request bodies are kept in the request log up to this size
-local RECORD_LIMIT = 1024 * 1024 -- ServiceSettings.MaximumURLLength default *(fork only)*
+-- Request bodies are kept in the request log (GET /__stub/requests) up to
+-- this size, so the 64 MiB mm_log holds about a thousand of the largest.
+local RECORD_LIMIT = 64 * 1024
 
 -- English messages (§1.4 table).
 local MESSAGES = {
@@ -432,7 +433,8 @@ function M.record()
     -- 2.0 for HTTP/2 (TLS listeners, ALPN h2), 1.1 / 1.0 otherwise; the
     -- connection number as in GET /__stub/connections (streams share it)
     http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
-    -- keep the log small: bodies over 1 MiB are cut (body_length tells)
+    -- keep the log small: bodies over RECORD_LIMIT (64 KiB) are cut;
+    -- body_length is the length received
     body = body:sub(1, RECORD_LIMIT), body_length = #body,
   })
 end

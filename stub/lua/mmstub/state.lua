@@ -295,16 +295,29 @@ end
 
 -- Logs are numbered keys "<list>:<n>" plus a counter "<list>", so they can
 -- be read in order without consuming them (shared-dict lists cannot).
+-- safe_set: a full log never evicts older entries. An entry that does not
+-- fit is counted in mm_state's "log_dropped:<list>" (X-Stub-Dropped on the
+-- list's GET) and a small marker {"dropped":true,...} takes its place, kept
+-- in mm_state (the full mm_log may have no room even for that); if that
+-- fails too, the entry reads as null.
 function M.log_push(list, entry)
   local n = logs:incr(list, 1, 0)
-  local ok, err = logs:set(list .. ":" .. n, cjson.encode(entry))
-  if not ok then ngx.log(ngx.WARN, "stub log ", list, " full: ", err) end
+  local ok, err = logs:safe_set(list .. ":" .. n, cjson.encode(entry))
+  if ok then return end
+  ngx.log(ngx.WARN, "stub log ", list, " full: ", err)
+  dict:incr("log_dropped:" .. list, 1, 0)
+  dict:safe_set("log_marker:" .. list .. ":" .. n, cjson.encode({
+    dropped = true, method = entry.method, uri = entry.uri, body_length = entry.body_length }))
 end
+
+--- Entries of a log that did not fit (see log_push).
+function M.log_dropped(list) return dict:get("log_dropped:" .. list) or 0 end
 
 function M.log_list(list)
   local out = {}
   for i = 1, logs:get(list) or 0 do
-    out[#out + 1] = cjson.decode(logs:get(list .. ":" .. i) or "null")
+    local key = list .. ":" .. i
+    out[#out + 1] = cjson.decode(logs:get(key) or dict:get("log_marker:" .. key) or "null")
   end
   return out
 end
