@@ -160,7 +160,7 @@ describe("examples/openresty", function()
     local conf = template(slurp(root .. "/examples/openresty/nginx.conf"), {
       -- one event loop: a call that blocked it would delay every request
       { "worker_processes auto;", "worker_processes 1;" },
-      { "pid /tmp/mm-openresty.pid;", "pid " .. prefix .. "/nginx.pid;" },
+      { "pid nginx.pid;", "pid " .. prefix .. "/nginx.pid;" },
       { "error_log stderr notice;", "error_log " .. error_log .. " notice;" },
       { "listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;" },
     })
