@@ -202,6 +202,20 @@ describe("POST /api/v4/jobs", function()
     assert.are.equal(201, post_job(padded(300512), { as = "sysadmin" }).status)
   end)
 
+  it("case 17: a body past nginx's own limit (64 MiB) still gets the AppError 413, after auth", function()
+    -- Only the headers are sent: nginx refuses on Content-Length alone.
+    local function announce(opts)
+      local headers = { { "Content-Length", "70000000" } }
+      if opts.as then table.insert(headers, 1, { "Authorization", "Bearer " .. token(opts.as) }) end
+      local r, err = rawhttp.request(URL, { method = "POST", path = "/api/v4/jobs", no_length = true,
+                                            headers = headers })
+      assert(r, err)
+      return r
+    end
+    assert_error(announce{ as = "sysadmin" }, 413, "api.context.request_body_too_large.app_error")
+    assert_error(announce{}, 401, "api.context.session_expired.app_error")
+  end)
+
   it("case 18: no Authorization -> 401 session_expired", function()
     assert_error(post_job(JOB1), 401, "api.context.session_expired.app_error",
                  "Invalid or expired session, please login again.")

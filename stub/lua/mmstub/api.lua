@@ -243,6 +243,7 @@ end
 
 --- The raw request body ("" if none), from memory or nginx's temp file.
 function M.body()
+  if ngx.ctx.body_refused then return "" end -- nginx refused it unread (serve_too_large)
   ngx.req.read_body()
   local data = ngx.req.get_body_data()
   if data then return data end
@@ -263,6 +264,9 @@ end
 
 -- POST /api/v4/jobs (§2.2)
 local function create_job(ctx, session)
+  if ngx.ctx.body_refused then
+    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
+  end
   local body = M.body()
   -- json.Decoder reads at most BODY_LIMIT bytes; a value that needs more is
   -- the MaxBytesReader error -> 413, anything else that fails is 400.
@@ -435,7 +439,8 @@ function M.record()
     http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
     -- keep the log small: bodies over RECORD_LIMIT (64 KiB) are cut;
     -- body_length is the length received
-    body = body:sub(1, RECORD_LIMIT), body_length = #body,
+    body = body:sub(1, RECORD_LIMIT),
+    body_length = ngx.ctx.body_refused and tonumber(ngx.var.http_content_length) or #body,
   })
 end
 
@@ -452,6 +457,15 @@ function M.serve()
   -- offers /mattermost/api/v4/ as such a sub-path.
   local uri = ngx.var.uri
   M.send(M.process((uri:gsub("^/mattermost/api/v4/", "/api/v4/")), uri))
+end
+
+--- The named location nginx sends a request to when its body is over
+-- client_max_body_size: the request is emulated as usual, with a body
+-- that the handler finds too large (only POST /jobs reads one).
+function M.serve_too_large()
+  ngx.ctx.body_refused = true
+  ngx.status = 200 -- error_page set 413; the emulated answer sets its own
+  M.serve()
 end
 
 return M
