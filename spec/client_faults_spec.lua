@@ -94,7 +94,8 @@ describe("#faults timeouts", function()
 
   it("a timeout below a millisecond is still a timeout, not none", function()
     local _, err, dt = timed(function() return fault("slow_headers:2", { timeout = 0.0004 }):regen_token(cmd()) end)
-    assert.equal("timeout", err.kind)
+    -- 1 ms: on a slow machine (valgrind) even the connection may not be up by then
+    assert.is_true(err.kind == "timeout" or err.kind == "connect_timeout", err.kind)
     assert.is_true(dt < 1, "took " .. dt)
   end)
 
