@@ -63,4 +63,19 @@ static struct curl_slist *headers(const char *prog) {
   return l;
 }
 
+/* The request options both floors set on an easy handle: mm's PUT
+ * regen_token with no body, its timeouts, the body into `body`. */
+static void setup_request(CURL *h, struct curl_slist *hdrs, buf *body) {
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(h, CURLOPT_POST, 1L);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+}
+
 #endif

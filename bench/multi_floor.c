@@ -66,16 +66,7 @@ int main(int argc, char **argv) {
     CURL *h = curl_easy_init();
     if (h == NULL) return 2;
     slots[i].easy = h;
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i].body);
+    setup_request(h, hdrs, &slots[i].body);
     curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
     if (mm_options) {
       curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
