@@ -119,7 +119,7 @@ bench: deps all
 	bench/run
 
 doc: deps-all
-	ldoc -d doc -p lua-mattermost -t "lua-mattermost reference" lua/mm.lua
+	ldoc -d doc -p lua-mattermost -t "lua-mattermost reference" lua/mm/init.lua
 
 test-rock: deps
 	spec/rock-check $(LUA_VERSION)
@@ -141,7 +141,8 @@ STUB_DIR    ?= $(PREFIX)/share/lua-mattermost
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LMOD) $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(STUB_DIR)/bin $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub
-	install -m 644 lua/mm.lua $(DESTDIR)$(LUA_LMOD)/mm.lua
+	install -d $(DESTDIR)$(LUA_LMOD)/mm
+	install -m 644 lua/mm/*.lua $(DESTDIR)$(LUA_LMOD)/mm/
 	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so
 	install -m 755 bin/mm $(DESTDIR)$(PREFIX)/bin/mm
 	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub
@@ -150,7 +151,7 @@ install: $(CORE)
 	ln -sfr $(DESTDIR)$(STUB_DIR)/bin/mm-stub $(DESTDIR)$(PREFIX)/bin/mm-stub
 
 uninstall:
-	rm -rf $(DESTDIR)$(LUA_LMOD)/mm.lua $(DESTDIR)$(LUA_CMOD)/mm/core.so $(DESTDIR)$(PREFIX)/bin/mm \
+	rm -rf $(DESTDIR)$(LUA_LMOD)/mm $(DESTDIR)$(LUA_CMOD)/mm/core.so $(DESTDIR)$(PREFIX)/bin/mm \
 	  $(DESTDIR)$(PREFIX)/bin/mm-stub $(DESTDIR)$(STUB_DIR)
 
 clean:

@@ -12,7 +12,7 @@
 -- BENCH_TOKEN (a fake fixed string); tokens are never printed.
 -- Ids are "bench" .. 21 digits of (i % 1000), as in bench/floor.c.
 local build = "build/lua" .. _VERSION:match("%d+%.%d+")
-package.path = "lua/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local mm = require "mm"

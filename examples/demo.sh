@@ -4,7 +4,7 @@
 set -eu
 LUA=${1:-lua5.4}
 cd "$(dirname "$0")/.."
-LUA_PATH="$PWD/lua/?.lua;;"
+LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;"
 LUA_CPATH="$PWD/build/lua5.4/?.so;;"
 export LUA_PATH LUA_CPATH
 # MM_URL, MM_TOKEN and two command ids from the stub's fixtures

@@ -2,7 +2,7 @@
 -- clients made and dropped in a loop, against the stub server.
 -- Run: make soak (bin/mm-stub run -- lua5.4 spec/soak.lua). Bounded: it
 -- stops after the counts below (SOAK_CALLS, SOAK_CLIENTS override them).
-package.path = "lua/?.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = "build/lua5.4/?.so;" .. package.cpath
 local mm = require "mm"
 local stub = require "support.stubctl"

@@ -1,6 +1,9 @@
--- The emulated Mattermost API: common behaviour (contract §1) and the three
--- routes POST /api/v4/jobs, GET /api/v4/jobs/{id} (§2) and
--- PUT /api/v4/commands/{id}/regen_token (§3).
+-- The emulated Mattermost API: the behaviour every route shares (contract
+-- §1: rate limiting, routing, headers, authentication, AppError bodies).
+-- The routes themselves live in one module per API family (ROUTE_MODULES),
+-- each returning { routes = { {method, pattern, handler}, ... } }; a
+-- handler gets (ctx, session, captures...) (the whole path when the
+-- pattern has no captures) and returns a response.
 --
 -- M.process(path) computes a response {status, headers, body} without
 -- sending it, so fault modes (faults.lua) can delay, cut or rewrite it;
@@ -12,12 +15,14 @@ local M = {}
 
 -- Go's http.MaxBytesReader(MaximumPayloadSizeBytes + bytes.MinRead) (§1.3).
 local BODY_LIMIT = 300000 + 512
+M.BODY_LIMIT = BODY_LIMIT
 local MAX_URL_LENGTH = 2048
 -- Request bodies are kept in the request log (GET /__stub/requests) up to
 -- this size, so the 64 MiB mm_log holds about a thousand of the largest.
 local RECORD_LIMIT = 64 * 1024
 
--- English messages (§1.4 table).
+-- English messages (§1.4 table); route modules add theirs with
+-- M.add_messages.
 local MESSAGES = {
   ["api.context.invalid_body_param.app_error"] = "Invalid or missing {{.Name}} in request body.",
   ["api.context.invalid_url_param.app_error"] = "Invalid or missing {{.Name}} parameter in request URL.",
@@ -26,50 +31,20 @@ local MESSAGES = {
   ["api.context.token_provided.app_error"] = "Session is not OAuth but token was provided in the query string.",
   ["api.context.request_body_too_large.app_error"] = "Unable to process request. Request body too large.",
   ["api.context.404.app_error"] = "Sorry, we could not find the page.",
-  ["api.job.unable_to_create_job.incorrect_job_type"] = "The job type of the job you are trying to create is invalid",
-  ["model.job.is_valid.type.app_error"] = "Invalid job type.",
-  ["app.job.get.app_error"] = "Unable to get the job.",
-  ["api.job.retrieve.nopermissions"] = "The job types of a job you are trying to retrieve does not contain permissions",
-  ["store.sql_command.save.get.app_error"] = "Unable to get the command.",
   -- message text not in the contract *(unverified)*
   ["basic_security_check.url.too_long_error"] = "URL is too long",
 }
 
--- §2.3: job type -> create permission. access_control_sync is special-cased.
-local CREATE_PERM = {
-  data_retention = "create_data_retention_job",
-  message_export = "create_compliance_export_job",
-  elasticsearch_post_indexing = "create_elasticsearch_post_indexing_job",
-  elasticsearch_post_aggregation = "create_elasticsearch_post_aggregation_job",
-  ldap_sync = "create_ldap_sync_job",
-  access_control_sync = "manage_system",
-}
--- §2.8: job type -> read permission.
-local READ_PERM = {
-  data_retention = "read_data_retention_job",
-  message_export = "read_compliance_export_job",
-  elasticsearch_post_indexing = "read_elasticsearch_post_indexing_job",
-  elasticsearch_post_aggregation = "read_elasticsearch_post_aggregation_job",
-  ldap_sync = "read_ldap_sync_job",
-  access_control_sync = "manage_system",
-  mobile_session_metadata = "read_jobs",
-}
--- Types with a worker in every build (§2.3); `cloud` needs manage_jobs but
--- never has a worker; the rest have one only with the enterprise interface.
-local TE_WORKER = {}
-for t in ([[migrations plugins product_notices expiry_notify active_users import_process
-            import_delete export_process export_delete extract_content]]):gmatch("%S+") do
-  CREATE_PERM[t], READ_PERM[t], TE_WORKER[t] = "manage_jobs", "read_jobs", true
-end
-CREATE_PERM.cloud, READ_PERM.cloud = "manage_jobs", "read_jobs"
-local EE_WORKER = { data_retention = true, message_export = true, elasticsearch_post_indexing = true,
-                    elasticsearch_post_aggregation = true, ldap_sync = true, access_control_sync = true }
-
 -- ---------------------------------------------------------------- responses
+
+function M.add_messages(t)
+  for id, text in pairs(t) do MESSAGES[id] = text end
+end
 
 local function response(status, body, headers)
   return { status = status, body = body or "", headers = headers or {} }
 end
+M.response = response
 
 local function set_header(resp, name, value)
   for _, h in ipairs(resp.headers) do
@@ -122,18 +97,26 @@ local function copy_headers(list)
   return out
 end
 
+--- A success answer of a handler: `body` as given, with the context's headers.
+function M.reply(ctx, status, body)
+  return response(status, body, copy_headers(ctx.headers))
+end
+
 --- handleContextError: AppError JSON, no trailing newline; detailed_error
 -- wiped unless EnableDeveloper (§1.4).
 local function app_error(ctx, status, id, detail, name)
-  local msg = MESSAGES[id]:gsub("{{%.Name}}", name or "")
+  local msg = assert(MESSAGES[id], id):gsub("{{%.Name}}", name or "")
   if not ctx.cfg.developer then detail = "" end
   return response(status, json.app_error(id, msg, detail, ctx.request_id, status), copy_headers(ctx.headers))
 end
+
+M.app_error = app_error
 
 local function permission_error(ctx, session, perm)
   return app_error(ctx, 403, "api.context.permissions.app_error",
                    "userId=" .. session.user_id .. ", permission=" .. perm)
 end
+M.permission_error = permission_error
 
 -- ---------------------------------------------------------------- rate limiting
 
@@ -255,112 +238,6 @@ function M.body()
   return data
 end
 
--- ---------------------------------------------------------------- handlers
-
-local function job_response(ctx, status, job)
-  -- json.NewEncoder(w).Encode(job): trailing newline (§2.5)
-  return response(status, json.job(job) .. "\n", copy_headers(ctx.headers))
-end
-
--- POST /api/v4/jobs (§2.2)
-local function create_job(ctx, session)
-  if ngx.ctx.body_refused then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local body = M.body()
-  -- json.Decoder reads at most BODY_LIMIT bytes; a value that needs more is
-  -- the MaxBytesReader error -> 413, anything else that fails is 400.
-  local node, err = json.decode_first(body:sub(1, BODY_LIMIT))
-  if not node and err == "eof" and #body > BODY_LIMIT then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local req = node and json.to_job(node)
-  if not req then
-    return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "job")
-  end
-  local perm = CREATE_PERM[req.type]
-  if not perm then -- 400 before 403 (§2.2 step 3)
-    return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "")
-  end
-  local allowed = state.has_permission(session, perm)
-  -- access_control_sync may also pass via manage_channel_access_rules on
-  -- channel data.policy_id; the stub has no channels, so only manage_system.
-  if not allowed then return permission_error(ctx, session, perm) end
-  local job = {
-    id = state.new_id(), type = req.type, priority = 0, create_at = state.now_ms(),
-    start_at = 0, last_activity_at = 0, status = "pending", progress = 0, data = req.data,
-  }
-  if not (TE_WORKER[req.type] or (ctx.cfg.enterprise and EE_WORKER[req.type])) then
-    return app_error(ctx, 400, "model.job.is_valid.type.app_error", "id=" .. job.id)
-  end
-  -- The stub decides at creation how the job will run (see M.advance_job).
-  job.stub = { outcome = ctx.cfg.job_outcome, steps = ctx.cfg.job_steps, polls = 0 }
-  state.save_job(job)
-  return job_response(ctx, 201, job)
-end
-
---- Move a stored job one step, as a worker would between two polls (§2.8
--- step 4; the pacing is stub behaviour, case 29): each GET counts as a
--- poll; `steps` polls see in_progress, the next one the terminal outcome.
-function M.advance_job(job)
-  local s = job.stub
-  if job.status ~= "pending" and job.status ~= "in_progress" then return job end
-  s.polls = s.polls + 1
-  local now = state.now_ms()
-  if s.polls == 1 then job.start_at = now end
-  job.last_activity_at = now
-  if s.outcome == "never" or s.polls <= s.steps then
-    job.status = "in_progress"
-    job.progress = s.outcome == "never" and math.min(99, s.polls * 10)
-                   or math.floor(100 * s.polls / (s.steps + 1))
-  elseif s.outcome == "error" then
-    job.status = "error"
-    job.data = job.data or {}
-    job.data.error = "stub: job failed (job_outcome=error)"
-  else
-    job.status = s.outcome
-    if s.outcome ~= "canceled" then job.progress = 100 end
-  end
-  state.save_job(job)
-  return job
-end
-
--- GET /api/v4/jobs/{job_id} (§2.8)
-local function get_job(ctx, session, id)
-  if #id ~= 26 then
-    return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_id")
-  end
-  local job = state.get_job(id)
-  if not job then return app_error(ctx, 404, "app.job.get.app_error", "") end
-  local perm = READ_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
-  return job_response(ctx, 200, M.advance_job(job))
-end
-
--- PUT /api/v4/commands/{command_id}/regen_token (§3.2)
-local function regen_token(ctx, session, id)
-  if #id ~= 26 then
-    return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "command_id")
-  end
-  local cmd = state.command(id)
-  local function not_found() return app_error(ctx, 404, "store.sql_command.save.get.app_error", "") end
-  -- Disabled commands, unknown and deleted ones all end in SetCommandNotFoundError.
-  if not ctx.cfg.enable_commands or not cmd or cmd.deleted then return not_found() end
-  -- No manage_own on the team: 404, so the command's existence does not leak.
-  if not state.has_team_permission(session, cmd.team_id, "manage_own_slash_commands") then
-    return not_found()
-  end
-  if session.user_id ~= cmd.creator_id
-     and not state.has_team_permission(session, cmd.team_id, "manage_others_slash_commands") then
-    return permission_error(ctx, session, "manage_others_slash_commands")
-  end
-  local token = state.new_id()
-  state.set_command_token(cmd.id, token)
-  -- model.MapToJSON + w.Write: no trailing newline (§3.2 step 7)
-  return response(200, '{"token":' .. json.string(token) .. "}", copy_headers(ctx.headers))
-end
-
 -- ---------------------------------------------------------------- routing
 
 --- The catch-all Handle404 (§1.1): written directly, not through
@@ -375,11 +252,18 @@ local function not_found(path, rl_headers)
                                       detail, nil, 404), headers)
 end
 
-local ROUTES = {
-  { "POST", "^/api/v4/jobs$", create_job },
-  { "GET", "^/api/v4/jobs/([A-Za-z0-9]+)$", get_job },
-  { "PUT", "^/api/v4/commands/([A-Za-z0-9]+)/regen_token$", regen_token },
-}
+local ROUTE_MODULES = { "mmstub.jobs", "mmstub.commands" }
+local routes -- loaded on first use: the route modules require this one
+
+local function route_table()
+  if not routes then
+    routes = {}
+    for _, name in ipairs(ROUTE_MODULES) do
+      for _, r in ipairs(require(name).routes) do routes[#routes + 1] = r end
+    end
+  end
+  return routes
+end
 
 --- Emulate one API request for `path` (decoded, without the query string);
 -- `shown` is the path as the server saw it, for the 404 text (defaults to path).
@@ -393,11 +277,13 @@ function M.process(path, shown)
     rl_headers, limited = rate_limit(cfg.rate_limit)
     if limited then return M.too_many(rl_headers) end
   end
-  local handler, arg
-  for _, r in ipairs(ROUTES) do
-    local cap = path:match(r[2])
+  local handler, caps
+  for _, r in ipairs(route_table()) do
     -- gorilla/mux: a method mismatch falls through to the catch-all (§1.1)
-    if cap and r[1] == method then handler, arg = r[3], cap ~= path and cap or nil; break end
+    if r[1] == method then
+      caps = { path:match(r[2]) }
+      if caps[1] then handler = r[3]; break end
+    end
   end
   if not handler then return not_found(shown or path, rl_headers) end
   local ctx = new_context(method, cfg, rl_headers)
@@ -406,7 +292,7 @@ function M.process(path, shown)
   end
   local session, err = authenticate(ctx)
   if not session then return err end
-  return handler(ctx, session, arg)
+  return handler(ctx, session, unpack(caps))
 end
 
 --- Record the request for GET /__stub/requests: method, URI as sent,
