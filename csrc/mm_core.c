@@ -2,21 +2,37 @@
  * mm.core: the HTTP engine under the `mm` Lua module.
  *
  * It knows HTTP and libcurl, nothing about Mattermost: the Lua layer builds
- * URLs, headers and JSON, and decides about retries. One client owns one
- * curl multi handle and a small pool of easy handles ("slots"); a single
- * request is a batch of one, so single calls and batches share one
- * connection cache and connections are kept alive across both.
+ * URLs, headers and JSON, and decides about retries and pacing. One client
+ * owns one curl multi handle and a pool of easy handles ("slots"). The Lua
+ * layer drives it: `start` puts a transfer in flight, `wait` runs the
+ * transfers until one of them is done and hands it back; `request` is a
+ * start and a wait for that one transfer. Single calls and batches share
+ * one connection cache, and a single call made while a batch is in flight
+ * (from one of its callbacks) simply joins it.
+ *
+ * Every transfer ends in one shape: a response table {status, body,
+ * content_type, head, captured, bytes, file}, or nil and an error table
+ * {kind, message, curl_code}.
  *
  * Rules kept here: no process-global mutable state (only a pthread_once for
  * curl_global_init), no Lua code inside libcurl callbacks (body and headers
- * are collected into C buffers and handed to Lua after the transfer), and
- * every buffer libcurl borrows outlives the transfer.
+ * are collected into C buffers, or a file, and handed to Lua after the
+ * transfer), every buffer libcurl borrows outlives the transfer, and every
+ * curl_easy_setopt result is checked.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/signalfd.h>
+#endif
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -24,17 +40,23 @@
 
 #include "compat.h"
 
-#define MM_CORE_VERSION "0.1.0"
+#define MM_CORE_VERSION "0.2.0"
 #define MM_CLIENT_MT "mm.core.client"
+#define MM_SIGNALS_MT "mm.core.signals"
 #define MM_DEFAULT_MAX_BODY (8u * 1024u * 1024u)
 #define MM_MAX_BODY_LIMIT 1e9
 /* Response headers have their own cap: a Mattermost answer carries a
  * dozen short ones, whatever max_body is. */
 #define MM_MAX_HEADERS (256u * 1024u)
 #define MM_MAX_CONCURRENCY 1024
+/* Header names a client may ask to have picked out of every answer. */
+#define MM_MAX_CAPTURE 8
 /* A slot keeps its buffers between transfers up to this size, to avoid
  * a malloc per call without pinning a large response in memory. */
 #define MM_KEEP_BUFFER (64u * 1024u)
+/* libcurl's receive buffer for transfers written to a file: fewer, larger
+ * writes (curl(1) uses 100 KiB). */
+#define MM_FILE_BUFFER (256L * 1024L)
 
 #if defined(__GNUC__)
 #define MM_EXPORT __attribute__((visibility("default")))
@@ -47,32 +69,55 @@ typedef struct {
   size_t len, cap;
 } mm_buf;
 
+/* Where a slot's response body goes. */
+enum { OUT_MEMORY, OUT_UNDECIDED, OUT_FILE };
+
+typedef struct mm_client mm_client;
+
 typedef struct {
   CURL *easy;
+  mm_client *client;  /* the owner (its memory never moves) */
   mm_buf body;
   mm_buf head;
   size_t max_body;
   int too_large;      /* a write callback refused a body or headers over their cap */
-  int attached;       /* currently added to the multi handle */
+  int file_errno;     /* writing the output file failed with this errno */
+  int state;          /* SLOT_FREE, SLOT_RUNNING or SLOT_DONE */
+  CURLcode rc;        /* the result, once SLOT_DONE */
   int index;          /* position in the client's slot array */
-  int request;        /* index of the request it carries (1-based) */
+  int tag_ref;        /* registry refs: the caller's tag, the body libcurl borrows */
+  int body_ref;
   struct curl_slist *extra_headers; /* per-request list, freed after */
+  /* response headers picked out by name: offsets into head */
+  size_t cap_off[MM_MAX_CAPTURE], cap_len[MM_MAX_CAPTURE];
+  /* output to a file: written to tmp_path, renamed to out_path when whole */
+  int out_mode;
+  int fd;
+  char *out_path, *tmp_path;
+  curl_off_t written;
+  long bufsize;       /* CURLOPT_BUFFERSIZE last set, to set it only on change */
   char errbuf[CURL_ERROR_SIZE];
 } mm_slot;
 
-typedef struct {
+enum { SLOT_FREE, SLOT_RUNNING, SLOT_DONE };
+
+struct mm_client {
   CURLM *multi;
   CURL *tmpl;         /* configured once; slots are duplicated from it */
   mm_slot **slots;    /* each slot allocated alone: libcurl holds pointers to it */
   int nslots;
+  int running;        /* slots in SLOT_RUNNING */
+  int ndone;          /* slots in SLOT_DONE, not yet collected */
   size_t max_body;
+  long timeout_ms;    /* per transfer, 0: none */
+  unsigned long tmp_counter; /* makes temporary file names unique per client */
   struct curl_slist *headers;      /* default headers (hold the token) */
   struct curl_slist *headers_noct; /* defaults + "Content-Type:" (no body) */
   struct curl_slist *headers_body; /* defaults + the body headers */
+  char *capture[MM_MAX_CAPTURE];   /* lower-case header names to pick out */
+  int ncapture;
   int closed;
-  int busy;           /* transfers running: Lua callbacks may be on the stack */
-  int close_pending;  /* close() called from a callback: release when done */
-} mm_client;
+};
 
 /* ------------------------------------------------------------------ */
 /* libcurl global init, once per process, thread-safely.               */
@@ -118,11 +163,87 @@ static void buf_reset(mm_buf *b) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Output files: written beside their target under a temporary name,   */
+/* renamed over it only when the transfer is whole.                    */
+
+/* Opens a new temporary file beside s->out_path; 0 or an errno. The
+ * name is fresh (O_EXCL) and made from the client's counter, the time
+ * and the slot, so concurrent downloads never share one; the mode
+ * 0666 lets the umask decide, as for any file the user creates. */
+static int out_open(mm_slot *s, unsigned long *counter) {
+  const char *path = s->out_path, *slash = strrchr(path, '/');
+  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0, n = strlen(path) + 64;
+  int attempt;
+  s->tmp_path = malloc(n);
+  if (s->tmp_path == NULL) return ENOMEM;
+  for (attempt = 0; attempt < 100; attempt++) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(s->tmp_path, n, "%.*s.%s.mm-%lx%lx%x.part", (int)dirlen, path, path + dirlen,
+             ++*counter, (unsigned long)ts.tv_nsec, (unsigned)s->index);
+    s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (s->fd >= 0) return 0;
+    if (errno != EEXIST) break;
+  }
+  free(s->tmp_path);
+  s->tmp_path = NULL;
+  return errno;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Closes and removes the temporary file, if any (a failed transfer). */
+static void out_discard(mm_slot *s) {
+  if (s->fd >= 0) close(s->fd);
+  s->fd = -1;
+  if (s->tmp_path != NULL) unlink(s->tmp_path);
+  free(s->tmp_path);
+  s->tmp_path = NULL;
+}
+
+/* The transfer is whole: the temporary file becomes the target. Returns
+ * 0 or an errno (then nothing is left behind). */
+static int out_commit(mm_slot *s, unsigned long *counter) {
+  int e = 0;
+  if (s->fd < 0 && (e = out_open(s, counter)) != 0) return e; /* an empty body */
+  if (close(s->fd) != 0) e = errno; /* NFS and full disks report here */
+  s->fd = -1;
+  if (e == 0 && rename(s->tmp_path, s->out_path) != 0) e = errno;
+  if (e != 0) unlink(s->tmp_path);
+  free(s->tmp_path);
+  s->tmp_path = NULL;
+  return e;
+}
+
+/* ------------------------------------------------------------------ */
 /* libcurl callbacks: C only.                                          */
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   mm_slot *s = ud;
   size_t total = size * n;
+  if (s->out_mode == OUT_UNDECIDED) {
+    /* Only a 2xx answer is the file; an error body stays in memory. */
+    long status = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    s->out_mode = (status >= 200 && status < 300) ? OUT_FILE : OUT_MEMORY;
+  }
+  if (s->out_mode == OUT_FILE) {
+    if (s->fd < 0 && (s->file_errno = out_open(s, &s->client->tmp_counter)) != 0) return 0;
+    if ((s->file_errno = write_all(s->fd, p, total)) != 0) return 0;
+    s->written += (curl_off_t)total;
+    return total;
+  }
   if (total > s->max_body - s->body.len) {
     s->too_large = 1;
     return 0; /* makes libcurl stop with CURLE_WRITE_ERROR */
@@ -130,16 +251,38 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return buf_append(&s->body, p, total) ? total : 0;
 }
 
+static int name_is(const char *p, size_t len, const char *name) {
+  size_t n = strlen(name);
+  return len == n && curl_strnequal(p, name, n);
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   mm_slot *s = ud;
-  size_t total = size * n;
+  const mm_client *c = s->client;
+  size_t total = size * n, start = s->head.len;
+  const char *colon;
+  int i;
   /* A new status line starts a new header block (1xx, then the final). */
-  if (total >= 5 && memcmp(p, "HTTP/", 5) == 0) s->head.len = 0;
+  if (total >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    s->head.len = start = 0;
+    memset(s->cap_len, 0, sizeof s->cap_len);
+  }
   if (total > MM_MAX_HEADERS - s->head.len) {
     s->too_large = 1;
     return 0;
   }
-  return buf_append(&s->head, p, total) ? total : 0;
+  if (!buf_append(&s->head, p, total)) return 0;
+  colon = c->ncapture > 0 ? memchr(p, ':', total) : NULL;
+  for (i = 0; colon != NULL && i < c->ncapture; i++) {
+    if (name_is(p, (size_t)(colon - p), c->capture[i])) {
+      size_t v = (size_t)(colon - p) + 1, e = total;
+      while (v < e && (p[v] == ' ' || p[v] == '\t')) v++;
+      while (e > v && (p[e - 1] == '\r' || p[e - 1] == '\n' || p[e - 1] == ' ' || p[e - 1] == '\t')) e--;
+      s->cap_off[i] = start + v;
+      s->cap_len[i] = e - v + 1; /* +1: an empty value is still a value */
+    }
+  }
+  return total;
 }
 
 /* ------------------------------------------------------------------ */
@@ -180,7 +323,7 @@ static struct curl_slist *header_list(lua_State *L, int idx, const char *what,
                                       struct curl_slist *list, int *has_ct) {
   int i, n = (int)lua_rawlen(L, idx);
   for (i = 1; i <= n; i++) {
-    size_t len;
+    size_t len = 0;
     const char *h, *why;
     struct curl_slist *next;
     lua_rawgeti(L, idx, i);
@@ -224,29 +367,51 @@ fail:
 static mm_client *check_client(lua_State *L) {
   mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
   if (c->closed) luaL_error(L, "attempt to use a closed mm client");
-  if (c->busy) luaL_error(L, "mm client is busy: it cannot be used from its own callback");
   return c;
 }
 
-static void slot_free(mm_client *c, mm_slot *s) {
-  if (s->easy != NULL) {
-    if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
-    curl_easy_cleanup(s->easy);
+/* Drops what the slot's request lent libcurl and the Lua values it kept,
+ * so no pointer to freed memory stays in the easy handle. */
+static void slot_clear(lua_State *L, mm_client *c, mm_slot *s) {
+  if (s->state == SLOT_RUNNING) {
+    curl_multi_remove_handle(c->multi, s->easy);
+    c->running--;
+  } else if (s->state == SLOT_DONE) {
+    c->ndone--;
   }
-  free_secret_list(s->extra_headers);
-  buf_free(&s->body);
-  buf_free(&s->head);
-  free(s);
+  s->state = SLOT_FREE;
+  if (s->extra_headers != NULL) {
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
+    free_secret_list(s->extra_headers);
+    s->extra_headers = NULL;
+  }
+  if (s->easy != NULL) curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+  out_discard(s);
+  free(s->out_path);
+  s->out_path = NULL;
+  s->out_mode = OUT_MEMORY;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->tag_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->body_ref);
+  s->tag_ref = s->body_ref = LUA_NOREF;
 }
 
-static void client_release(mm_client *c) {
+static void client_release(lua_State *L, mm_client *c) {
   int i;
   if (c->closed) return;
   c->closed = 1;
-  for (i = 0; i < c->nslots; i++) slot_free(c, c->slots[i]);
+  for (i = 0; i < c->nslots; i++) {
+    mm_slot *s = c->slots[i];
+    slot_clear(L, c, s);
+    if (s->easy != NULL) curl_easy_cleanup(s->easy);
+    buf_free(&s->body);
+    buf_free(&s->head);
+    free(s);
+  }
   free(c->slots);
   c->slots = NULL;
   c->nslots = 0;
+  for (i = 0; i < c->ncapture; i++) free(c->capture[i]);
+  c->ncapture = 0;
   if (c->tmpl != NULL) curl_easy_cleanup(c->tmpl);
   if (c->multi != NULL) curl_multi_cleanup(c->multi);
   free_secret_list(c->headers);
@@ -257,14 +422,10 @@ static void client_release(mm_client *c) {
   c->headers = c->headers_noct = c->headers_body = NULL;
 }
 
-/* close, __gc and __close. Called from a callback of this client's own
- * transfers, it only marks the client: it is released when they end. */
+/* close, __gc and __close: transfers in flight are dropped (an output
+ * file in progress is removed). Idempotent. */
 static int client_close(lua_State *L) {
-  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
-  if (c->busy)
-    c->close_pending = 1;
-  else
-    client_release(c);
+  client_release(L, luaL_checkudata(L, 1, MM_CLIENT_MT));
   return 0;
 }
 
@@ -277,32 +438,14 @@ static int client_tostring(lua_State *L) {
   return 1;
 }
 
-/* Options table helpers: absent (nil) means "leave libcurl's default". */
-static const char *opt_string(lua_State *L, const char *key) {
-  const char *s;
-  lua_getfield(L, 1, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", key);
-  s = lua_tostring(L, -1);
-  lua_pop(L, 1); /* still referenced by the options table */
-  return s;
-}
+/* ------------------------------------------------------------------ */
+/* Options: one table row per option, its type, and what it sets.      */
 
-static int opt_number(lua_State *L, const char *key, double max, double *out) {
-  lua_getfield(L, 1, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "option '%s' must be a number", key);
-  *out = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  if (!(*out > 0) || *out > max) luaL_error(L, "option '%s' is out of range", key);
-  return 1;
-}
+#define SETOPT(L, h, o, v)                                                               \
+  do {                                                                                   \
+    CURLcode rc_ = curl_easy_setopt((h), (o), (v));                                      \
+    if (rc_ != CURLE_OK) luaL_error((L), "%s: %s", #o, curl_easy_strerror(rc_));         \
+  } while (0)
 
 /* Seconds to whole milliseconds, rounded up: libcurl reads 0 as "none". */
 static long to_ms(double secs) {
@@ -310,73 +453,133 @@ static long to_ms(double secs) {
   return (double)ms < secs * 1000.0 ? ms + 1 : ms;
 }
 
-static int opt_boolean(lua_State *L, const char *key) {
-  int b;
-  lua_getfield(L, 1, key);
-  b = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return b;
-}
+typedef enum { T_STRING, T_SECONDS, T_BYTES, T_BOOLEAN, T_LIST } opt_type;
 
-#define SETOPT(h, o, v)                                                         \
-  do {                                                                          \
-    CURLcode rc_ = curl_easy_setopt((h), (o), (v));                             \
-    if (rc_ != CURLE_OK) return luaL_error(L, "%s: %s", #o, curl_easy_strerror(rc_)); \
-  } while (0)
+typedef struct {
+  const char *name;
+  opt_type type;
+  CURLoption curl; /* set directly on the template, or 0: handled below */
+} mm_option;
 
-static int configure_template(lua_State *L, mm_client *c) {
-  CURL *h = c->tmpl;
-  const char *s;
-  double d;
-  SETOPT(h, CURLOPT_NOSIGNAL, 1L);
-  SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
-  SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-  SETOPT(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-  SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-  SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  if (opt_number(L, "timeout", 86400, &d)) SETOPT(h, CURLOPT_TIMEOUT_MS, to_ms(d));
-  if (opt_number(L, "connect_timeout", 86400, &d)) SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, to_ms(d));
-  if (opt_number(L, "max_body", MM_MAX_BODY_LIMIT, &d)) c->max_body = (size_t)d;
-  if ((s = opt_string(L, "cafile")) != NULL) SETOPT(h, CURLOPT_CAINFO, s);
-  if ((s = opt_string(L, "capath")) != NULL) SETOPT(h, CURLOPT_CAPATH, s);
-  if ((s = opt_string(L, "sslcert")) != NULL) SETOPT(h, CURLOPT_SSLCERT, s);
-  if ((s = opt_string(L, "sslkey")) != NULL) SETOPT(h, CURLOPT_SSLKEY, s);
-  if ((s = opt_string(L, "proxy")) != NULL) SETOPT(h, CURLOPT_PROXY, s);
-  if ((s = opt_string(L, "noproxy")) != NULL) SETOPT(h, CURLOPT_NOPROXY, s);
-  if (opt_boolean(L, "insecure")) {
-    SETOPT(h, CURLOPT_SSL_VERIFYPEER, 0L);
-    SETOPT(h, CURLOPT_SSL_VERIFYHOST, 0L);
+static const mm_option OPTIONS[] = {
+    {"timeout", T_SECONDS, 0},
+    {"connect_timeout", T_SECONDS, CURLOPT_CONNECTTIMEOUT_MS},
+    {"cafile", T_STRING, CURLOPT_CAINFO},
+    {"capath", T_STRING, CURLOPT_CAPATH},
+    {"sslcert", T_STRING, CURLOPT_SSLCERT},
+    {"sslkey", T_STRING, CURLOPT_SSLKEY},
+    {"proxy", T_STRING, CURLOPT_PROXY},
+    {"noproxy", T_STRING, CURLOPT_NOPROXY},
+    {"max_body", T_BYTES, 0},
+    {"insecure", T_BOOLEAN, 0},
+    {"compression", T_BOOLEAN, 0},
+    {"headers", T_LIST, 0},
+    {"body_headers", T_LIST, 0},
+    {"capture", T_LIST, 0},
+    {NULL, T_STRING, 0},
+};
+
+static const char *const TYPE_NAMES[] = {"string", "number of seconds", "number of bytes",
+                                         "boolean", "table (array of strings)"};
+
+/* Checks the value at the top of the stack against opt's type; raises
+ * naming the option otherwise. Numbers must be in range. */
+static void check_option(lua_State *L, const mm_option *o) {
+  int t = lua_type(L, -1), ok;
+  switch (o->type) {
+    case T_STRING: ok = t == LUA_TSTRING; break;
+    case T_BOOLEAN: ok = t == LUA_TBOOLEAN; break;
+    case T_LIST: ok = t == LUA_TTABLE; break;
+    default: {
+      double d = lua_tonumber(L, -1);
+      ok = t == LUA_TNUMBER &&
+           (o->type == T_SECONDS ? d > 0 && d <= 86400 : d >= 1 && d <= MM_MAX_BODY_LIMIT);
+    }
   }
-  return 0;
+  if (!ok) luaL_error(L, "option '%s' must be a %s%s", o->name, TYPE_NAMES[o->type],
+                      o->type == T_SECONDS ? " above 0 (at most 86400)"
+                      : o->type == T_BYTES ? " from 1 to 1e9" : "");
 }
 
-/* The array option `key` appended to list (NULL when absent). */
+static const mm_option *find_option(lua_State *L) {
+  const mm_option *o;
+  if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "option names must be strings");
+  for (o = OPTIONS; o->name != NULL; o++)
+    if (strcmp(o->name, lua_tostring(L, -2)) == 0) return o;
+  luaL_error(L, "unknown option '%s'", lua_tostring(L, -2));
+  return NULL;
+}
+
+/* The lower-case names of the `capture` option. */
+static void set_capture(lua_State *L, mm_client *c, int idx) {
+  int i, n = (int)lua_rawlen(L, idx);
+  if (n > MM_MAX_CAPTURE) luaL_error(L, "option 'capture' takes at most %d names", MM_MAX_CAPTURE);
+  for (i = 1; i <= n; i++) {
+    const char *name;
+    char *copy, *p;
+    lua_rawgeti(L, idx, i);
+    name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (name == NULL || name[0] == '\0' || strpbrk(name, ": \t\r\n") != NULL)
+      luaL_error(L, "option 'capture': #%d is not a header name", i);
+    copy = strdup(name);
+    if (copy == NULL) luaL_error(L, "out of memory");
+    for (p = copy; *p; p++)
+      if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    c->capture[c->ncapture++] = copy;
+    lua_pop(L, 1);
+  }
+}
+
+/* Applies the options table at index 1 to the client and its template.
+ * Header lists are built afterwards (they depend on each other). */
+static void configure(lua_State *L, mm_client *c) {
+  CURL *h = c->tmpl;
+  int compression = 1;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    const mm_option *o = find_option(L);
+    check_option(L, o);
+    if (o->curl != 0) {
+      if (o->type == T_SECONDS)
+        SETOPT(L, h, o->curl, to_ms(lua_tonumber(L, -1)));
+      else
+        SETOPT(L, h, o->curl, lua_tostring(L, -1));
+    } else if (strcmp(o->name, "timeout") == 0) {
+      c->timeout_ms = to_ms(lua_tonumber(L, -1));
+    } else if (strcmp(o->name, "max_body") == 0) {
+      c->max_body = (size_t)lua_tonumber(L, -1);
+    } else if (strcmp(o->name, "insecure") == 0 && lua_toboolean(L, -1)) {
+      SETOPT(L, h, CURLOPT_SSL_VERIFYPEER, 0L);
+      SETOPT(L, h, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (strcmp(o->name, "compression") == 0) {
+      compression = lua_toboolean(L, -1);
+    } else if (strcmp(o->name, "capture") == 0) {
+      set_capture(L, c, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+  /* libcurl sends Accept-Encoding and decodes the body. */
+  if (compression) SETOPT(L, h, CURLOPT_ACCEPT_ENCODING, "gzip");
+}
+
+/* The array option `key` appended to list (unchanged when absent). */
 static struct curl_slist *opt_headers(lua_State *L, const char *key, struct curl_slist *list,
                                       int *has_ct) {
   lua_getfield(L, 1, key);
-  if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1)) {
-      free_secret_list(list);
-      luaL_error(L, "option '%s' must be a table", key);
-    }
-    list = header_list(L, lua_gettop(L), key, list, has_ct);
-  }
+  if (!lua_isnil(L, -1)) list = header_list(L, lua_gettop(L), key, list, has_ct);
   lua_pop(L, 1);
   return list;
 }
 
 /*
  * core.new{ headers = {"Name: value", ...}, body_headers = {...},
+ *           capture = {"header-name", ...},
  *           timeout = s, connect_timeout = s, max_body = bytes,
- *           cafile, capath, sslcert, sslkey, insecure, proxy, noproxy }
+ *           cafile, capath, sslcert, sslkey, insecure, proxy, noproxy,
+ *           compression = true }
  * `headers` go with every request, `body_headers` also with every request
- * that has a body. Option names are validated by the Lua layer; here only
- * their types and ranges.
+ * that has a body. `capture` names response headers picked out into each
+ * response's `captured` table. Unknown options and wrong types raise.
  */
 static int core_new(lua_State *L) {
   mm_client *c;
@@ -398,7 +601,18 @@ static int core_new(lua_State *L) {
   c->multi = curl_multi_init();
   c->tmpl = curl_easy_init();
   if (c->multi == NULL || c->tmpl == NULL) return luaL_error(L, "cannot create a curl handle");
-  configure_template(L, c);
+  SETOPT(L, c->tmpl, CURLOPT_NOSIGNAL, 1L);
+  SETOPT(L, c->tmpl, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+  SETOPT(L, c->tmpl, CURLOPT_PROTOCOLS_STR, "http,https");
+  SETOPT(L, c->tmpl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+  SETOPT(L, c->tmpl, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  SETOPT(L, c->tmpl, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  SETOPT(L, c->tmpl, CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(L, c->tmpl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  configure(L, c);
 
   /* Never wait for "100 Continue": the server does not need it. */
   list = curl_slist_append(NULL, "Expect:");
@@ -415,55 +629,48 @@ static int core_new(lua_State *L) {
     if (list == NULL) return luaL_error(L, "out of memory");
     c->headers_body = list;
   }
+  lua_settop(L, 2);
   return 1;
 }
 
 /* ------------------------------------------------------------------ */
 /* Slots                                                               */
 
-static mm_slot *slot_get(lua_State *L, mm_client *c, int i) {
-  mm_slot *s;
-  while (i >= c->nslots) {
-    mm_slot **slots = realloc(c->slots, (size_t)(c->nslots + 1) * sizeof *slots);
+/* A free slot, made if there is none (up to MM_MAX_CONCURRENCY). */
+static mm_slot *slot_free(lua_State *L, mm_client *c) {
+  mm_slot *s = NULL;
+  int i;
+  for (i = 0; i < c->nslots; i++)
+    if (c->slots[i]->state == SLOT_FREE) {
+      s = c->slots[i];
+      break;
+    }
+  if (s == NULL) {
+    mm_slot **slots;
+    if (c->nslots >= MM_MAX_CONCURRENCY)
+      luaL_error(L, "too many transfers in flight (at most %d)", MM_MAX_CONCURRENCY);
+    slots = realloc(c->slots, (size_t)(c->nslots + 1) * sizeof *slots);
     if (slots == NULL) luaL_error(L, "out of memory");
     c->slots = slots;
-    slots[c->nslots] = calloc(1, sizeof **slots);
-    if (slots[c->nslots] == NULL) luaL_error(L, "out of memory");
-    slots[c->nslots]->index = c->nslots;
-    c->nslots++;
+    s = calloc(1, sizeof *s);
+    if (s == NULL) luaL_error(L, "out of memory");
+    s->client = c;
+    s->index = c->nslots;
+    s->fd = -1;
+    s->tag_ref = s->body_ref = LUA_NOREF;
+    slots[c->nslots++] = s;
   }
-  s = c->slots[i];
   if (s->easy == NULL) {
     s->easy = curl_easy_duphandle(c->tmpl);
     if (s->easy == NULL) luaL_error(L, "cannot create a curl handle");
-    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
-    curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
-    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (char *)s);
+    SETOPT(L, s->easy, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(L, s->easy, CURLOPT_WRITEDATA, s);
+    SETOPT(L, s->easy, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(L, s->easy, CURLOPT_HEADERDATA, s);
+    SETOPT(L, s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
+    SETOPT(L, s->easy, CURLOPT_PRIVATE, (char *)s);
   }
   return s;
-}
-
-/* Takes slot s out of the multi handle and drops what its request lent
- * libcurl, so no pointer to freed memory stays in the easy handle. */
-static void slot_detach(mm_client *c, mm_slot *s) {
-  if (s->attached) curl_multi_remove_handle(c->multi, s->easy);
-  s->attached = 0;
-  if (s->extra_headers != NULL) {
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
-    free_secret_list(s->extra_headers);
-    s->extra_headers = NULL;
-  }
-  curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
-}
-
-/* After a Lua error in the middle of transfers: every slot out. */
-static void slots_detach(mm_client *c) {
-  int i;
-  for (i = 0; i < c->nslots; i++)
-    if (c->slots[i]->easy != NULL) slot_detach(c, c->slots[i]);
 }
 
 static const char *const methods[] = {"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", NULL};
@@ -476,17 +683,54 @@ static int method_index(const char *name) {
   return -1;
 }
 
+/* The request options table: { output = path, timeout = s }. */
+static void request_options(lua_State *L, int oi, mm_slot *s, long *timeout_ms) {
+  lua_pushnil(L);
+  while (lua_next(L, oi) != 0) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (strcmp(k, "output") == 0) {
+      size_t len;
+      const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+      if (p == NULL || len == 0 || strlen(p) != len)
+        luaL_error(L, "request option 'output' must be a file name");
+      free(s->out_path);
+      s->out_path = strdup(p);
+      if (s->out_path == NULL) luaL_error(L, "out of memory");
+    } else if (strcmp(k, "timeout") == 0) {
+      double d = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER || !(d > 0 && d <= 86400))
+        luaL_error(L, "request option 'timeout' must be a number of seconds above 0");
+      *timeout_ms = to_ms(d);
+    } else {
+      luaL_error(L, "unknown request option '%s'", k);
+    }
+    lua_pop(L, 1);
+  }
+}
+
 /*
- * Prepares slot s for a request whose method, url, headers (nil or an
- * array of extra header lines) and body (nil or a string) are at the given
- * stack indexes. The caller keeps the body string referenced until the
- * transfer is over: libcurl borrows it.
+ * Prepares slot s for a request whose method, url, body (nil or a
+ * string), headers (nil or an array of extra header lines) and options
+ * (nil or a table) are at the given stack indexes, and puts it in flight.
+ * The body string is kept referenced until the transfer is over: libcurl
+ * borrows it.
  */
-static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, int hi, int bi) {
+static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, int bi, int hi, int oi) {
   const char *url, *body = NULL;
   size_t body_len = 0;
   int m, has_ct = 0, post_mode;
+  long timeout_ms = 0;
+  CURLMcode mc;
   CURL *h = s->easy;
+
+  /* What a start that raised half-way may have left. */
+  if (s->extra_headers != NULL) {
+    SETOPT(L, h, CURLOPT_HTTPHEADER, NULL);
+    free_secret_list(s->extra_headers);
+    s->extra_headers = NULL;
+  }
+  free(s->out_path);
+  s->out_path = NULL;
 
   m = method_index(lua_tostring(L, mi));
   if (m < 0) luaL_error(L, "request method must be one of GET HEAD DELETE POST PUT PATCH");
@@ -500,6 +744,10 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui,
     luaL_error(L, "a %s request cannot have a body", methods[m]);
   post_mode = body != NULL || m >= M_POST;
 
+  if (!lua_isnoneornil(L, oi)) {
+    luaL_checktype(L, oi, LUA_TTABLE);
+    request_options(L, oi, s, &timeout_ms);
+  }
   if (!lua_isnoneornil(L, hi)) {
     struct curl_slist *list;
     if (!lua_istable(L, hi)) luaL_error(L, "request headers must be a table");
@@ -519,30 +767,52 @@ static void slot_prepare(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui,
 
   buf_reset(&s->body);
   buf_reset(&s->head);
+  memset(s->cap_len, 0, sizeof s->cap_len);
   s->errbuf[0] = '\0';
   s->too_large = 0;
+  s->file_errno = 0;
+  s->written = 0;
   s->max_body = c->max_body;
+  s->out_mode = s->out_path ? OUT_UNDECIDED : OUT_MEMORY;
 
-  curl_easy_setopt(h, CURLOPT_URL, url);
+  SETOPT(L, h, CURLOPT_URL, url);
   /* Waiting for a possible HTTP/2 connection pays only where ALPN can
    * offer it; on http:// it would hold every new transfer of a fresh
    * client until the first answer shows HTTP/1.1. */
-  curl_easy_setopt(h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER,
-                   s->extra_headers ? s->extra_headers
-                   : body != NULL   ? c->headers_body
-                   : post_mode      ? c->headers_noct
-                                    : c->headers);
+  SETOPT(L, h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
+  SETOPT(L, h, CURLOPT_HTTPHEADER,
+         s->extra_headers ? s->extra_headers
+         : body != NULL   ? c->headers_body
+         : post_mode      ? c->headers_noct
+                          : c->headers);
   if (post_mode) {
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
+    SETOPT(L, h, CURLOPT_POST, 1L);
+    SETOPT(L, h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    SETOPT(L, h, CURLOPT_POSTFIELDS, body ? body : "");
+    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
   } else {
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
+    SETOPT(L, h, CURLOPT_HTTPGET, 1L);
+    SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
+    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
   }
+  SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+  /* A body for memory is refused at once when its announced length is
+   * over the cap; a file has no cap but the disk. */
+  SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body);
+  if (s->bufsize != (s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE)) {
+    s->bufsize = s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE;
+    SETOPT(L, h, CURLOPT_BUFFERSIZE, s->bufsize);
+  }
+
+  /* The body stays referenced for as long as libcurl borrows it. */
+  if (body != NULL) {
+    lua_pushvalue(L, bi);
+    s->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  mc = curl_multi_add_handle(c->multi, h);
+  if (mc != CURLM_OK) luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+  s->state = SLOT_RUNNING;
+  c->running++;
 }
 
 /* ------------------------------------------------------------------ */
@@ -573,7 +843,13 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_USE_SSL_FAILED:
       return "tls";
     case CURLE_WRITE_ERROR:
-      return s->too_large ? "too_large" : "network";
+      return s->too_large ? "too_large" : s->file_errno ? "file" : "network";
+    case CURLE_FILESIZE_EXCEEDED:
+      return "too_large";
+    case CURLE_OUT_OF_MEMORY:
+      /* libcurl's own cap on one header line ("Avoided giant realloc
+       * for header") reports as out of memory. */
+      return strstr(s->errbuf, "header") != NULL ? "too_large" : "curl";
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -584,9 +860,14 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING:
       return "protocol";
-    case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
+      /* URLs are checked before they get here; what is left is an answer
+       * that is not HTTP ("Received HTTP/0.9 when not allowed"). */
+      return strstr(s->errbuf, "HTTP/0.9") != NULL ? "protocol" : "url";
+    case CURLE_URL_MALFORMAT:
       return "url";
+    case CURLE_ABORTED_BY_CALLBACK:
+      return "aborted";
     default:
       return "curl";
   }
@@ -641,253 +922,380 @@ static int core_parse_headers(lua_State *L) {
   return 1;
 }
 
-/* Pushes the error triple for a failed transfer: kind, message, code. */
-static void push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
-  lua_pushstring(L, error_kind(rc, s));
+/* Pushes nil and the error table {kind, message, curl_code} of a failed
+ * transfer. */
+static int push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
+  const char *kind = error_kind(rc, s);
+  lua_pushnil(L);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
   if (s->too_large)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes, headers %d bytes)",
                     (int)s->max_body, (int)MM_MAX_HEADERS);
+  else if (s->file_errno)
+    lua_pushfstring(L, "cannot write %s: %s", s->out_path, strerror(s->file_errno));
+  else if (rc == CURLE_FILESIZE_EXCEEDED)
+    lua_pushfstring(L, "response larger than the limit (max_body %d bytes)", (int)s->max_body);
+  else if (rc == CURLE_ABORTED_BY_CALLBACK)
+    lua_pushliteral(L, "transfer aborted before its answer was complete");
   else
     lua_pushstring(L, s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+  lua_setfield(L, -2, "message");
   lua_pushinteger(L, (lua_Integer)rc);
+  lua_setfield(L, -2, "curl_code");
+  return 2;
 }
 
-/* Pushes status, body, content type (or nil) and the raw header block. */
-static void push_response(lua_State *L, mm_slot *s) {
+/* Pushes the response table of a completed transfer. */
+static int push_response(lua_State *L, mm_client *c, mm_slot *s) {
   long status = 0;
   char *ctype = NULL;
+  int i, any = 0;
   curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(s->easy, CURLINFO_CONTENT_TYPE, &ctype);
+  lua_createtable(L, 0, 6);
   lua_pushinteger(L, (lua_Integer)status);
-  lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
-  if (ctype != NULL)
+  lua_setfield(L, -2, "status");
+  if (s->out_mode == OUT_FILE) {
+    lua_pushinteger(L, (lua_Integer)s->written);
+    lua_setfield(L, -2, "bytes");
+    lua_pushstring(L, s->out_path);
+    lua_setfield(L, -2, "file");
+  } else {
+    lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
+    lua_setfield(L, -2, "body");
+  }
+  if (ctype != NULL) {
     lua_pushstring(L, ctype);
-  else
-    lua_pushnil(L);
+    lua_setfield(L, -2, "content_type");
+  }
   lua_pushlstring(L, s->head.data ? s->head.data : "", s->head.len);
+  lua_setfield(L, -2, "head");
+  for (i = 0; i < c->ncapture; i++) {
+    if (s->cap_len[i] == 0) continue;
+    if (!any) lua_createtable(L, 0, c->ncapture);
+    any = 1;
+    lua_pushlstring(L, s->head.data + s->cap_off[i], s->cap_len[i] - 1);
+    lua_setfield(L, -2, c->capture[i]);
+  }
+  if (any) lua_setfield(L, -2, "captured");
+  return 1;
 }
 
-/* result table: {status=, body=, content_type=, head=} or
- * {kind=, message=, curl_code=} */
-static void push_result_table(lua_State *L, mm_slot *s, CURLcode rc) {
-  lua_createtable(L, 0, 4);
-  if (rc == CURLE_OK) {
-    push_response(L, s);
-    lua_setfield(L, -5, "head");
-    lua_setfield(L, -4, "content_type");
-    lua_setfield(L, -3, "body");
-    lua_setfield(L, -2, "status");
-  } else {
-    push_failure(L, s, rc);
-    lua_setfield(L, -4, "curl_code");
-    lua_setfield(L, -3, "message");
-    lua_setfield(L, -2, "kind");
+/* Pushes the result of a done slot (response, or nil and error), and
+ * frees the slot. An output file is committed here: a 2xx answer whose
+ * file cannot be renamed into place is a failure too. */
+static int collect(lua_State *L, mm_client *c, mm_slot *s) {
+  int n;
+  CURLcode rc = s->rc;
+  if (s->out_path != NULL && rc == CURLE_OK) {
+    long status = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300) {
+      s->out_mode = OUT_FILE;
+      if ((s->file_errno = out_commit(s, &c->tmp_counter)) != 0) rc = CURLE_WRITE_ERROR;
+    }
   }
+  n = rc == CURLE_OK ? push_response(L, c, s) : push_failure(L, s, rc);
+  buf_reset(&s->body);
+  slot_clear(L, c, s);
+  return n;
 }
 
 /* ------------------------------------------------------------------ */
-/* The transfer loop                                                   */
+/* The transfer engine                                                 */
 
-static void attach(lua_State *L, mm_client *c, mm_slot *s) {
-  CURLMcode mc = curl_multi_add_handle(c->multi, s->easy);
-  if (mc != CURLM_OK) luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
-  s->attached = 1;
-}
-
-/*
- * Drives the attached transfers until none is left. Each completed one is
- * detached, then given to done(L, c, slot, rc, ud), which may call back
- * into Lua (no transfer callback is running then) and may start the
- * slot's next transfer, returning 1 if it did.
- */
-typedef int (*done_fn)(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud);
-
-static void pump(lua_State *L, mm_client *c, int in_flight, done_fn done, void *ud) {
-  while (in_flight > 0) {
-    int running = 0, left = 0;
-    CURLMsg *msg;
-    CURLMcode mc = curl_multi_perform(c->multi, &running);
-    if (mc != CURLM_OK) luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(mc));
-    while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
-      char *priv = NULL;
-      mm_slot *s;
-      CURLcode rc;
-      if (msg->msg != CURLMSG_DONE) continue;
-      rc = msg->data.result;
-      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-      s = (mm_slot *)(void *)priv;
-      slot_detach(c, s); /* msg is invalid from here on: rc and s are copies */
-      in_flight--;
-      if (done(L, c, s, rc, ud)) {
-        in_flight++;
-        running = 1; /* perform again before polling: the new handle is idle */
-      }
-    }
-    if (in_flight > 0 && running > 0) {
-      mc = curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
-      if (mc != CURLM_OK) luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(mc));
-    }
+/* Runs libcurl once and marks the transfers it finished as done. */
+static void step(lua_State *L, mm_client *c) {
+  int running = 0, left = 0;
+  CURLMsg *msg;
+  CURLMcode mc = curl_multi_perform(c->multi, &running);
+  if (mc != CURLM_OK) luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(mc));
+  while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
+    char *priv = NULL;
+    mm_slot *s;
+    if (msg->msg != CURLMSG_DONE) continue;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+    s = (mm_slot *)(void *)priv;
+    s->rc = msg->data.result;
+    /* msg is invalid once the handle is removed: rc and s are copies */
+    curl_multi_remove_handle(c->multi, s->easy);
+    s->state = SLOT_DONE;
+    c->running--;
+    c->ndone++;
   }
 }
 
-/*
- * Runs body(L) with the stack as it is (the method's arguments), in
- * protected mode with the client marked busy: a Lua error anywhere (a
- * callback, out of memory) leaves no handle attached and no client stuck
- * busy, and a close() from a callback takes effect once transfers end.
- */
-static int run_protected(lua_State *L, mm_client *c, lua_CFunction body) {
-  int n = lua_gettop(L), rc;
-  lua_pushcfunction(L, body);
-  lua_insert(L, 1);
-  c->busy = 1;
-  rc = lua_pcall(L, n, LUA_MULTRET, 0);
-  c->busy = 0;
-  if (rc != 0) slots_detach(c);
-  if (c->close_pending) client_release(c);
-  if (rc != 0) return lua_error(L);
-  return lua_gettop(L);
+/* Waits for socket activity for at most ms milliseconds, also waking
+ * when fd (if >= 0) becomes readable. Returns 1 when fd is readable. */
+static int poll_once(lua_State *L, mm_client *c, int ms, int fd) {
+  struct curl_waitfd extra;
+  CURLMcode mc;
+  extra.fd = fd;
+  extra.events = CURL_WAIT_POLLIN;
+  extra.revents = 0;
+  mc = curl_multi_poll(c->multi, fd >= 0 ? &extra : NULL, fd >= 0 ? 1u : 0u, ms, NULL);
+  /* A signal interrupting the poll is not an error: the caller decides. */
+  if (mc != CURLM_OK && !(mc == CURLM_UNRECOVERABLE_POLL && errno == EINTR))
+    luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(mc));
+  return fd >= 0 && (extra.revents & CURL_WAIT_POLLIN) != 0;
 }
 
-/* client:request(method, url [, headers [, body]])
- *   -> status, body, content_type, header_block
- *    | nil, kind, message, curl_code */
-static int single_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
-  (void)c;
-  (void)ud;
-  if (rc == CURLE_OK) {
-    push_response(L, s);
-  } else {
-    lua_pushnil(L);
-    push_failure(L, s, rc);
+static double monotime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static mm_slot *first_done(mm_client *c, mm_slot *want) {
+  int i;
+  if (want != NULL) return want->state == SLOT_DONE ? want : NULL;
+  if (c->ndone == 0) return NULL;
+  for (i = 0; i < c->nslots; i++)
+    if (c->slots[i]->state == SLOT_DONE) return c->slots[i];
+  return NULL;
+}
+
+/* Runs transfers until `want` (or, when NULL, any transfer) is done, the
+ * timeout (seconds, < 0: none) passes, or fd becomes readable. Returns
+ * the done slot or NULL. */
+static mm_slot *run_until(lua_State *L, mm_client *c, mm_slot *want, double timeout, int fd) {
+  double deadline = timeout >= 0 ? monotime() + timeout : 0;
+  mm_slot *s = first_done(c, want);
+  while (s == NULL && c->running > 0) {
+    int ms = 1000;
+    step(L, c);
+    if ((s = first_done(c, want)) != NULL) break;
+    if (timeout >= 0) {
+      double left = deadline - monotime();
+      if (left <= 0) break;
+      if (left < 1.0) ms = (int)(left * 1000.0) + 1;
+    }
+    if (poll_once(L, c, ms, fd)) break;
   }
-  buf_reset(&s->body);
+  return s;
+}
+
+/* client:request(method, url [, body [, headers [, opts]]])
+ *   -> response | nil, error
+ * opts: { output = file name, timeout = seconds }. Other transfers in
+ * flight (a batch this call was made from) go on meanwhile. */
+static int client_request(lua_State *L) {
+  mm_client *c = check_client(L);
+  mm_slot *s = slot_free(L, c);
+  lua_settop(L, 6);
+  if (s->state != SLOT_FREE) return luaL_error(L, "internal error: slot in use");
+  slot_start(L, c, s, 2, 3, 4, 5, 6);
+  run_until(L, c, s, -1, -1);
+  return collect(L, c, s);
+}
+
+/* client:start(tag, method, url [, body [, headers [, opts]]]): puts a
+ * transfer in flight; `wait` hands it back with its tag. */
+static int client_start(lua_State *L) {
+  mm_client *c = check_client(L);
+  mm_slot *s;
+  lua_settop(L, 7);
+  if (lua_isnil(L, 2)) return luaL_argerror(L, 2, "a tag is required");
+  s = slot_free(L, c);
+  slot_start(L, c, s, 3, 4, 5, 6, 7);
+  lua_pushvalue(L, 2);
+  s->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
-static int request_body(lua_State *L) {
-  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
-  mm_slot *s;
-  lua_settop(L, 5); /* the body (5) stays here, referenced, until the end */
-  s = slot_get(L, c, 0);
-  slot_prepare(L, c, s, 2, 3, 4, 5);
-  attach(L, c, s);
-  pump(L, c, 1, single_done, NULL);
-  return 4;
+static int signals_fd(lua_State *L, int idx);
+
+/* client:wait([timeout [, signals]]) -> tag, response | tag, nil, error
+ *                                    | nothing (timeout, signal, idle)
+ * Hands back one finished transfer, waiting at most `timeout` seconds
+ * (none: until one finishes) and no longer than a signal of the
+ * `signals` watcher takes to arrive. */
+static int client_wait(lua_State *L) {
+  mm_client *c = check_client(L);
+  double timeout = luaL_optnumber(L, 2, -1);
+  int fd = lua_isnoneornil(L, 3) ? -1 : signals_fd(L, 3);
+  mm_slot *s = run_until(L, c, NULL, timeout, fd);
+  if (s == NULL) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tag_ref);
+  return 1 + collect(L, c, s);
 }
 
-static int client_request(lua_State *L) {
-  return run_protected(L, check_client(L), request_body);
+/* client:abort(): every transfer in flight ends now; `wait` hands each
+ * back with an error of kind "aborted". */
+static int client_abort(lua_State *L) {
+  mm_client *c = check_client(L);
+  int i;
+  for (i = 0; i < c->nslots; i++) {
+    mm_slot *s = c->slots[i];
+    if (s->state != SLOT_RUNNING) continue;
+    curl_multi_remove_handle(c->multi, s->easy);
+    s->rc = CURLE_ABORTED_BY_CALLBACK;
+    s->state = SLOT_DONE;
+    c->running--;
+    c->ndone++;
+  }
+  return 0;
 }
 
-/* client:request_many(requests, concurrency [, on_done])
- *   -> results, one table per request in input order.
- * on_done(i, result), if given, is called after each completion, between
- * transfers, and then the results table is left empty (the callback has
- * them: no need to hold every body until the end). An error in on_done
- * aborts the batch; the client stays usable. */
-enum { MANY_REQS = 2, MANY_CB = 4, MANY_RESULTS = 5, MANY_ANCHORS = 6 };
+/* client:pending() -> transfers in flight, finished ones not yet handed back */
+static int client_pending(lua_State *L) {
+  mm_client *c = check_client(L);
+  lua_pushinteger(L, c->running);
+  lua_pushinteger(L, c->ndone);
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* Signals: a watcher blocks the signals it names and makes them        */
+/* readable on a signalfd, which `wait` and `sleep` also watch, so a    */
+/* program can stop cleanly between transfers. For programs (the CLI),  */
+/* not libraries: the signal mask is the calling thread's.              */
 
 typedef struct {
-  int next, n, has_cb;
-} many_state;
+  int fd;
+  int caught;      /* first signal read, 0 if none */
+  int count;       /* signals read in all */
+  sigset_t added;  /* the signals this watcher blocked (to unblock on close) */
+} mm_signals;
 
-/* Starts request #st->next on slot s. Its body is anchored in a table
- * indexed by slot, so it lives as long as the transfer whatever the
- * caller does to its requests table meanwhile. */
-static void many_start(lua_State *L, mm_client *c, mm_slot *s, many_state *st) {
-  int i = st->next++, t;
-  lua_rawgeti(L, MANY_REQS, i);
-  if (!lua_istable(L, -1)) luaL_error(L, "request #%d is not a table", i);
-  t = lua_gettop(L);
-  lua_getfield(L, t, "method");
-  lua_getfield(L, t, "url");
-  lua_getfield(L, t, "headers");
-  lua_getfield(L, t, "body");
-  slot_prepare(L, c, s, t + 1, t + 2, t + 3, t + 4);
-  lua_rawseti(L, MANY_ANCHORS, s->index + 1); /* the body, or nil */
-  lua_pop(L, 4);
-  s->request = i;
-  attach(L, c, s);
+static const struct {
+  const char *name;
+  int sig;
+} SIGNALS[] = {{"INT", SIGINT}, {"TERM", SIGTERM}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT}, {NULL, 0}};
+
+static const char *signal_name(int sig) {
+  int i;
+  for (i = 0; SIGNALS[i].name != NULL; i++)
+    if (SIGNALS[i].sig == sig) return SIGNALS[i].name;
+  return "?";
 }
 
-static int many_done(lua_State *L, mm_client *c, mm_slot *s, CURLcode rc, void *ud) {
-  many_state *st = ud;
-  push_result_table(L, s, rc);
-  buf_reset(&s->body);
-  if (st->has_cb) {
-    lua_pushvalue(L, MANY_CB);
-    lua_pushinteger(L, s->request);
-    lua_pushvalue(L, -3);
-    lua_call(L, 2, 0);
+static int signals_fd(lua_State *L, int idx) {
+  mm_signals *w = luaL_checkudata(L, idx, MM_SIGNALS_MT);
+  if (w->fd < 0) luaL_argerror(L, idx, "closed signal watcher");
+  return w->fd;
+}
+
+static void signals_release(mm_signals *w) {
+  if (w->fd < 0) return;
+  close(w->fd);
+  w->fd = -1;
+  pthread_sigmask(SIG_UNBLOCK, &w->added, NULL);
+}
+
+/* core.signals{"INT", "TERM", ...} -> watcher */
+static int core_signals(lua_State *L) {
+#ifdef __linux__
+  mm_signals *w;
+  sigset_t want, old;
+  int i, n, j;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  sigemptyset(&want);
+  n = (int)lua_rawlen(L, 1);
+  for (i = 1; i <= n; i++) {
+    const char *name;
+    lua_rawgeti(L, 1, i);
+    name = lua_tostring(L, -1);
+    for (j = 0; name != NULL && SIGNALS[j].name != NULL; j++)
+      if (strcmp(SIGNALS[j].name, name) == 0) break;
+    if (name == NULL || SIGNALS[j].name == NULL)
+      return luaL_argerror(L, 1, "signal names must be among INT, TERM, HUP, QUIT");
+    sigaddset(&want, SIGNALS[j].sig);
     lua_pop(L, 1);
-  } else {
-    lua_rawseti(L, MANY_RESULTS, s->request);
   }
-  if (c->close_pending || st->next > st->n) return 0;
-  many_start(L, c, s, st);
+  w = lua_newuserdata(L, sizeof *w);
+  memset(w, 0, sizeof *w);
+  w->fd = -1;
+  luaL_getmetatable(L, MM_SIGNALS_MT);
+  lua_setmetatable(L, -2);
+  sigemptyset(&w->added);
+  pthread_sigmask(SIG_BLOCK, NULL, &old);
+  for (j = 0; SIGNALS[j].name != NULL; j++)
+    if (sigismember(&want, SIGNALS[j].sig) && !sigismember(&old, SIGNALS[j].sig))
+      sigaddset(&w->added, SIGNALS[j].sig);
+  w->fd = signalfd(-1, &want, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (w->fd < 0) return luaL_error(L, "signalfd: %s", strerror(errno));
+  pthread_sigmask(SIG_BLOCK, &want, NULL);
   return 1;
+#else
+  return luaL_error(L, "signal watchers need Linux (signalfd)");
+#endif
 }
 
-static int request_many_body(lua_State *L) {
-  mm_client *c = luaL_checkudata(L, 1, MM_CLIENT_MT);
-  many_state st;
-  int limit = (int)lua_tointeger(L, 3), i;
-  st.next = 1;
-  st.n = (int)lua_rawlen(L, MANY_REQS);
-  st.has_cb = !lua_isnoneornil(L, MANY_CB);
-  lua_settop(L, MANY_CB);
-  lua_createtable(L, st.has_cb ? 0 : st.n, 0); /* MANY_RESULTS */
-  lua_newtable(L);                             /* MANY_ANCHORS */
-  if (limit > st.n) limit = st.n;
-  for (i = 0; i < limit; i++) many_start(L, c, slot_get(L, c, i), &st);
-  pump(L, c, limit, many_done, &st);
-  /* Past slot 0 (single calls), free what a large batch left in buffers. */
-  for (i = 1; i < c->nslots && !c->close_pending; i++) {
-    buf_free(&c->slots[i]->body);
-    buf_free(&c->slots[i]->head);
+/* watcher:caught() -> name of the first signal caught (or nil), count.
+ * Reads whatever arrived since the last call. */
+static int signals_caught(lua_State *L) {
+  mm_signals *w = luaL_checkudata(L, 1, MM_SIGNALS_MT);
+#ifdef __linux__
+  struct signalfd_siginfo si;
+  while (w->fd >= 0 && read(w->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if (w->caught == 0) w->caught = (int)si.ssi_signo;
+    w->count++;
   }
-  lua_settop(L, MANY_RESULTS);
-  return 1;
+#endif
+  if (w->caught == 0) return 0;
+  lua_pushstring(L, signal_name(w->caught));
+  lua_pushinteger(L, w->count);
+  return 2;
 }
 
-static int client_request_many(lua_State *L) {
-  mm_client *c = check_client(L);
-  lua_Integer limit;
-  luaL_checktype(L, MANY_REQS, LUA_TTABLE);
-  limit = luaL_checkinteger(L, 3);
-  luaL_argcheck(L, limit >= 1 && limit <= MM_MAX_CONCURRENCY, 3,
-                "concurrency must be between 1 and 1024");
-  if (!lua_isnoneornil(L, MANY_CB)) luaL_checktype(L, MANY_CB, LUA_TFUNCTION);
-  lua_settop(L, MANY_CB);
-  return run_protected(L, c, request_many_body);
+static int signals_close(lua_State *L) {
+  signals_release(luaL_checkudata(L, 1, MM_SIGNALS_MT));
+  return 0;
+}
+
+/* core.ignore_sigpipe(): writes to a closed pipe fail with EPIPE instead
+ * of killing the process, so a program can report them. For programs
+ * (the CLI): the disposition is process-wide. */
+static int core_ignore_sigpipe(lua_State *L) {
+  (void)L;
+  signal(SIGPIPE, SIG_IGN);
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Small utilities the Lua layer needs and plain Lua lacks.            */
 
+/* core.sleep(seconds [, signals]) -> true, or false when a signal of the
+ * watcher arrived first. */
 static int core_sleep(lua_State *L) {
   double secs = luaL_checknumber(L, 1);
-  struct timespec ts;
   luaL_argcheck(L, secs >= 0 && secs < 1e9, 1, "must be a non-negative number of seconds");
-  ts.tv_sec = (time_t)secs;
-  ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  if (!lua_isnoneornil(L, 2)) {
+    struct pollfd p;
+    double deadline = monotime() + secs, left = secs;
+    p.fd = signals_fd(L, 2);
+    p.events = POLLIN;
+    do {
+      int ms = left > 1e6 ? 1000000000 : (int)(left * 1000.0) + (left > 0 ? 1 : 0);
+      p.revents = 0;
+      if (poll(&p, 1, ms) > 0 && (p.revents & POLLIN)) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
+      left = deadline - monotime();
+    } while (left > 0);
+  } else {
+    struct timespec ts;
+    ts.tv_sec = (time_t)secs;
+    ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
   }
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int core_monotime(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  lua_pushnumber(L, (lua_Number)monotime());
   return 1;
 }
 
 static const luaL_Reg client_methods[] = {
-    {"request", client_request},
-    {"request_many", client_request_many},
-    {"close", client_close},
+    {"request", client_request}, {"start", client_start},     {"wait", client_wait},
+    {"abort", client_abort},     {"pending", client_pending}, {"close", client_close},
     {NULL, NULL},
 };
 
@@ -898,13 +1306,35 @@ static const luaL_Reg client_meta[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg signals_methods[] = {
+    {"caught", signals_caught},
+    {"close", signals_close},
+    {NULL, NULL},
+};
+
 static const luaL_Reg core_funcs[] = {
     {"new", core_new},
     {"sleep", core_sleep},
     {"monotime", core_monotime},
     {"parse_headers", core_parse_headers},
+    {"signals", core_signals},
+    {"ignore_sigpipe", core_ignore_sigpipe},
     {NULL, NULL},
 };
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *funcs, lua_CFunction gc) {
+  if (luaL_newmetatable(L, name)) {
+    if (gc != NULL) {
+      lua_pushcfunction(L, gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_newtable(L);
+    luaL_setfuncs(L, funcs, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+  }
+}
 
 MM_EXPORT int luaopen_mm_core(lua_State *L);
 
@@ -912,14 +1342,10 @@ MM_EXPORT int luaopen_mm_core(lua_State *L) {
   curl_version_info_data *info;
   pthread_once(&curl_once, init_curl);
 
-  if (luaL_newmetatable(L, MM_CLIENT_MT)) {
-    luaL_setfuncs(L, client_meta, 0);
-    luaL_newlib(L, client_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "mm.core.client");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pop(L, 1);
+  new_class(L, MM_CLIENT_MT, client_methods, NULL);
+  luaL_setfuncs(L, client_meta, 0);
+  new_class(L, MM_SIGNALS_MT, signals_methods, signals_close);
+  lua_pop(L, 2);
 
   luaL_newlib(L, core_funcs);
   lua_pushliteral(L, MM_CORE_VERSION);

@@ -131,14 +131,27 @@ describe("batch", function()
 end)
 
 describe("using the client from its own on_progress", function()
-  it("raises a clear error instead of hanging, and the client stays usable", function()
+  it("a single call from the callback joins the batch's transfers", function()
     local c = client()
-    local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other"), cmd("C_basic") }, {
-      concurrency = 2, on_progress = function() c:get_job(UNKNOWN) end,
+    local seen = {}
+    local results, failed = c:regen_tokens({ cmd("C_admin"), cmd("C_other"), cmd("C_basic") }, {
+      concurrency = 2, on_progress = function() local _, e = c:get_job(UNKNOWN); seen[#seen + 1] = e.status end,
+    })
+    assert.equal(0, failed)
+    for i = 1, 3 do assert.equal(26, #results[i]) end
+    assert.same({ 404, 404, 404 }, seen)
+    assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
+  end)
+
+  it("a batch from the callback of another raises a clear error; the client stays usable", function()
+    local c = client()
+    local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other") }, {
+      on_progress = function() c:regen_tokens({ cmd("C_basic") }) end,
     })
     assert.is_false(ok)
-    assert.matches("busy: it cannot be used from its own callback", msg)
+    assert.matches("a batch cannot be started from a callback of another batch", msg)
     assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
+    assert.equal(0, select(2, c:regen_tokens({ cmd("C_admin"), cmd("C_other") })))
   end)
 
   it("close() from on_progress takes effect when the transfers end", function()
