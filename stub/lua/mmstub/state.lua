@@ -262,7 +262,13 @@ function M.user_name(id) return users_by_id[id] end
 
 -- ---------------------------------------------------------------- jobs
 
-function M.save_job(job) return jobs:set(job.id, cjson.encode(job)) end
+-- Each stored job gets a sequence number: lists are ordered by create_at,
+-- newest first, and by seq between jobs of the same millisecond (a stub
+-- choice: SQL leaves that order open).
+function M.save_job(job)
+  job.seq = job.seq or dict:incr("job_seq", 1, 0)
+  return jobs:set(job.id, cjson.encode(job))
+end
 
 function M.get_job(id)
   local s = jobs:get(id)
@@ -270,6 +276,13 @@ function M.get_job(id)
   local job = cjson.decode(s)
   if job.data == cjson.null then job.data = nil end
   return job
+end
+
+--- Every stored job, in no particular order.
+function M.all_jobs()
+  local out = {}
+  for _, id in ipairs(jobs:get_keys(0)) do out[#out + 1] = M.get_job(id) end
+  return out
 end
 
 -- ---------------------------------------------------------------- logs and counters
