@@ -368,6 +368,69 @@ local function update_job_status(ctx, session, id)
   return status_ok(ctx)
 end
 
+-- ---------------------------------------------------------------- control (/__stub/jobs)
+
+--- GET /__stub/jobs: every stored job, newest first, as the API encodes
+-- them (not advanced).
+function M.list_all()
+  return job_list(newest_first(state.all_jobs()), "[]")
+end
+
+local STORE_KEYS = { id = true, type = true, status = true, priority = true, create_at = true, start_at = true,
+                     last_activity_at = true, progress = true, data = true }
+local INT_KEYS = { "priority", "create_at", "start_at", "last_activity_at", "progress" }
+
+local function whole(v) return type(v) == "number" and v >= 0 and v <= 2 ^ 53 and v == math.floor(v) end
+
+-- The job of a POST /__stub/jobs body, or nil, message.
+local function stored_job(spec)
+  if type(spec) ~= "table" then return nil, "body must be a JSON object" end
+  for k in pairs(spec) do
+    if not STORE_KEYS[k] then return nil, "unknown key: " .. tostring(k) end
+  end
+  local id = spec.id or state.new_id()
+  if type(id) ~= "string" or not id:match("^" .. ("[A-Za-z0-9]"):rep(26) .. "$") then
+    return nil, "id must be 26 letters or digits"
+  end
+  if state.get_job(id) then return nil, "a job with id " .. id .. " is already stored" end
+  local typ, status = spec.type or "message_export", spec.status or "success"
+  if type(typ) ~= "string" or typ == "" then return nil, "type must be a non-empty string" end
+  if not STATUSES[status] then
+    return nil, "status must be pending|in_progress|success|error|cancel_requested|canceled|warning"
+  end
+  for _, k in ipairs(INT_KEYS) do
+    if spec[k] ~= nil and not whole(spec[k]) then return nil, k .. " must be a whole number >= 0" end
+  end
+  local data = spec.data
+  if data == ngx.null then data = nil end
+  if data ~= nil then
+    local ok = type(data) == "table"
+    for k, v in pairs(ok and data or {}) do
+      if type(k) ~= "string" or type(v) ~= "string" then ok = false end
+    end
+    if not ok then return nil, "data must be null or an object of strings" end
+  end
+  local now, pending = state.now_ms(), status == "pending"
+  local create_at = spec.create_at or now
+  return {
+    id = id, type = typ, priority = spec.priority or 0, create_at = create_at,
+    start_at = spec.start_at or (pending and 0 or create_at),
+    last_activity_at = spec.last_activity_at or (pending and 0 or now),
+    status = status, progress = spec.progress or (status == "success" and 100 or 0), data = data,
+  }
+end
+
+--- POST /__stub/jobs: store a job directly, as the fixtures are (never
+-- advanced). `spec` is the decoded body. Returns the answer's JSON,
+-- {"job":{...}} (the job as the API encodes it), or nil, HTTP status,
+-- message.
+function M.store(spec)
+  local job, err = stored_job(spec)
+  if not job then return nil, 400, err end
+  state.save_job(job)
+  return '{"job":' .. json.job(job) .. "}"
+end
+
 M.routes = {
   { "POST", "^/api/v4/jobs$", create_job },
   { "GET", "^/api/v4/jobs$", get_jobs },
