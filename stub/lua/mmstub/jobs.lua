@@ -1,10 +1,11 @@
 -- Jobs routes (api-contract.md §2, api-contract-families.md §2):
 -- POST /api/v4/jobs, GET /api/v4/jobs, GET /api/v4/jobs/type/{job_type},
--- GET /api/v4/jobs/{id}, POST /api/v4/jobs/{id}/cancel and
--- PATCH /api/v4/jobs/{id}/status.
+-- GET /api/v4/jobs/{id}, GET /api/v4/jobs/{id}/download,
+-- POST /api/v4/jobs/{id}/cancel and PATCH /api/v4/jobs/{id}/status.
 local api = require "mmstub.api"
 local state = require "mmstub.state"
 local json = require "mmstub.json"
+local files = require "mmstub.files"
 
 local M = {}
 
@@ -19,6 +20,11 @@ api.add_messages{
   ["api.job.retrieve.nopermissions"] = "The job types of a job you are trying to retrieve does not contain permissions",
   ["api.job.status.invalid"] = "Invalid status set",
   ["api.job.unable_to_manage_job.incorrect_job_type"] = "You do not have permission to manage this job type",
+  ["api.job.unable_to_download_job"] = "Unable to download this job",
+  ["api.job.unable_to_download_job.incorrect_job_type"] =
+    "The job type you are trying to download is not supported at the moment",
+  ["app.job.download_export_results_not_enabled"] =
+    "DownloadExportResults in config.json is false. Please set this to true to download the results of this job.",
   ["jobs.request_cancellation.status.error"] =
     "Could not request cancellation for job that is not in a cancelable state.",
   ["app.job.update_status.app_error"] = "Unable to update job status. Invalid status set",
@@ -306,6 +312,81 @@ local function get_job(ctx, session, id)
   return job_response(ctx, 200, M.advance_job(job))
 end
 
+-- strconv.ParseBool's true values
+local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
+
+-- path.Base
+local function path_base(p)
+  if p == "" then return "." end
+  p = p:gsub("/+$", "")
+  if p == "" then return "/" end
+  return p:match("[^/]*$")
+end
+
+-- filepath.IsLocal(filepath.Clean(p)): relative, not empty, not escaping
+local function is_local(p)
+  if p == "" or p:sub(1, 1) == "/" then return false end
+  local depth = 0
+  for part in p:gmatch("[^/]+") do
+    if part == ".." then
+      depth = depth - 1
+      if depth < 0 then return false end
+    elseif part ~= "." then
+      depth = depth + 1
+    end
+  end
+  return true
+end
+
+local DOWNLOAD_DETAIL = "job.Data did not include export_dir, export_dir was malformed, or jobId.zip wasn't found"
+
+-- GET /api/v4/jobs/{job_id}/download (families §2.4)
+local function download_job(ctx, session, id)
+  local bad = bad_job_id(ctx, id)
+  if bad then return bad end
+  if not ctx.cfg.download_export_results then -- before the lookup and any permission
+    return app_error(ctx, 501, "app.job.download_export_results_not_enabled", "")
+  end
+  local job = state.get_job(id)
+  if not job then return not_found(ctx) end
+  if job.type ~= "message_export" then -- no permission check for other types
+    return app_error(ctx, 400, "api.job.unable_to_download_job.incorrect_job_type", "")
+  end
+  if not state.has_permission(session, "download_compliance_export_result") then
+    return permission_error(ctx, session, "download_compliance_export_result")
+  end
+  local data = job.data or {}
+  if not TRUE[data.is_downloadable or ""] then
+    return app_error(ctx, 400, "api.job.unable_to_download_job", "")
+  end
+  local dir = data.export_dir
+  local base = path_base(dir or "")
+  if dir and dir ~= "" and base ~= "/" and base ~= "." then
+    -- A directory export is zipped on the fly by the server; the stub's file
+    -- store holds no directories, so every one is missing: 404 as for a
+    -- missing directory, or for an absolute or escaping path.
+    return app_error(ctx, 404, "api.job.unable_to_download_job",
+                     is_local(dir) and "error creating zip reader" or DOWNLOAD_DETAIL)
+  end
+  -- the legacy file export/<job_id>.zip
+  local rel, path = files.export_path(job.id)
+  local size = files.size(path)
+  if not size then return app_error(ctx, 404, "api.job.unable_to_download_job", DOWNLOAD_DETAIL) end
+  -- web.WriteFileResponse (families §2.4 step 7); http.ServeContent's part
+  -- (Content-Length, Last-Modified, Accept-Ranges, Range, conditionals) is
+  -- nginx's, which serves the file (see api.send).
+  files.set_mtime(path, math.floor(job.last_activity_at / 1000))
+  local resp = api.reply(ctx, 200, "")
+  local name = job.id .. ".zip" -- url.PathEscape leaves an id alone
+  api.set_header(resp, "Content-Type", "application/zip")
+  api.set_header(resp, "Cache-Control", "private, max-age=86400")
+  api.set_header(resp, "Content-Disposition", 'attachment;filename="' .. name .. '"; filename*=UTF-8\'\'' .. name)
+  api.set_header(resp, "X-Frame-Options", "DENY")
+  api.set_header(resp, "Content-Security-Policy", "Frame-ancestors 'none'")
+  resp.file = { uri = "/__files/" .. rel, path = path, size = size, mtime = math.floor(job.last_activity_at / 1000) }
+  return resp
+end
+
 -- POST /api/v4/jobs/{job_id}/cancel (families §2.5); a body is ignored.
 local function cancel_job(ctx, session, id)
   local bad = bad_job_id(ctx, id)
@@ -377,7 +458,7 @@ function M.list_all()
 end
 
 local STORE_KEYS = { id = true, type = true, status = true, priority = true, create_at = true, start_at = true,
-                     last_activity_at = true, progress = true, data = true }
+                     last_activity_at = true, progress = true, data = true, file = true }
 local INT_KEYS = { "priority", "create_at", "start_at", "last_activity_at", "progress" }
 
 local function whole(v) return type(v) == "number" and v >= 0 and v <= 2 ^ 53 and v == math.floor(v) end
@@ -409,6 +490,8 @@ local function stored_job(spec)
       if type(k) ~= "string" or type(v) ~= "string" then ok = false end
     end
     if not ok then return nil, "data must be null or an object of strings" end
+  elseif spec.file then
+    data = { is_downloadable = "true" }
   end
   local now, pending = state.now_ms(), status == "pending"
   local create_at = spec.create_at or now
@@ -420,15 +503,44 @@ local function stored_job(spec)
   }
 end
 
+-- The "file" of a POST /__stub/jobs body: {size =, content =, sha256 =} or nil, message.
+local function export_file_spec(f)
+  if type(f) ~= "table" then return nil, 'file must be {"size":N, "content":"pattern"|"zeros", "sha256":bool}' end
+  for k in pairs(f) do
+    if k ~= "size" and k ~= "content" and k ~= "sha256" then return nil, "unknown file key: " .. tostring(k) end
+  end
+  if not whole(f.size) then return nil, "file.size must be a whole number >= 0" end
+  local content = f.content or "pattern"
+  if content ~= "pattern" and content ~= "zeros" then return nil, 'file.content must be "pattern" or "zeros"' end
+  if f.sha256 ~= nil and type(f.sha256) ~= "boolean" then return nil, "file.sha256 must be a boolean" end
+  return { size = f.size, content = content, sha256 = f.sha256 == true }
+end
+
 --- POST /__stub/jobs: store a job directly, as the fixtures are (never
--- advanced). `spec` is the decoded body. Returns the answer's JSON,
--- {"job":{...}} (the job as the API encodes it), or nil, HTTP status,
--- message.
+-- advanced), optionally with a generated legacy export file
+-- export/<id>.zip of `size` bytes (files.generate). `spec` is the decoded
+-- body. Returns the answer's JSON, {"job":{...},"file":{...}} (the job as
+-- the API encodes it), or nil, HTTP status, message.
 function M.store(spec)
   local job, err = stored_job(spec)
   if not job then return nil, 400, err end
+  local info
+  if spec.file ~= nil then
+    local f
+    f, err = export_file_spec(spec.file)
+    if not f then return nil, 400, err end
+    local rel, path = files.export_path(job.id)
+    local sum
+    sum, err = files.generate(path, f.size, f.content, f.sha256)
+    if not sum then return nil, 500, "cannot write the export file: " .. tostring(err) end
+    state.note_export_file(job.id)
+    files.set_mtime(path, math.floor(job.last_activity_at / 1000))
+    info = ',"file":{"path":' .. json.string(rel) .. ',"size":' .. string.format("%d", f.size)
+           .. ',"content":' .. json.string(f.content)
+           .. (f.sha256 and ',"sha256":' .. json.string(sum) or "") .. "}"
+  end
   state.save_job(job)
-  return '{"job":' .. json.job(job) .. "}"
+  return '{"job":' .. json.job(job) .. (info or "") .. "}"
 end
 
 M.routes = {
@@ -436,6 +548,7 @@ M.routes = {
   { "GET", "^/api/v4/jobs$", get_jobs },
   { "GET", "^/api/v4/jobs/type/([A-Za-z0-9_%-]+)$", get_jobs_by_type },
   { "GET", "^/api/v4/jobs/([A-Za-z0-9]+)$", get_job },
+  { "GET", "^/api/v4/jobs/([A-Za-z0-9]+)/download$", download_job },
   { "POST", "^/api/v4/jobs/([A-Za-z0-9]+)/cancel$", cancel_job },
   { "PATCH", "^/api/v4/jobs/([A-Za-z0-9]+)/status$", update_job_status },
 }

@@ -45,6 +45,7 @@ function M.fixtures() return fixtures end
 local OUTCOMES = { success = true, error = true, warning = true, canceled = true, never = true }
 local BOOLEANS = { enable_commands = true, developer = true, enterprise = true,
                    enable_user_access_tokens = true, strict_csrf = true }
+BOOLEANS.download_export_results = true -- MessageExportSettings.DownloadExportResults (jobs)
 
 local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
 
@@ -70,6 +71,7 @@ local function default_config()
     enable_commands = boot.enable_commands ~= false,
     developer = boot.developer == true,
     enterprise = boot.enterprise == true,
+    download_export_results = boot.download_export_results == true, -- default false *(fork only)*
     enable_user_access_tokens = true,        -- PATs must work (§7 fixtures)
     strict_csrf = false,                     -- ExperimentalStrictCSRFEnforcement (§1.2)
     job_outcome = "success",
@@ -80,7 +82,7 @@ end
 local load_fixture_jobs -- jobs section
 
 function M.reset()
-  M.clear_jobs()
+  M.clear_jobs() -- before mm_state is flushed: it lists the generated export files
   dict:flush_all(); jobs:flush_all(); conns:flush_all(); logs:flush_all()
   dict:flush_expired(); jobs:flush_expired(); conns:flush_expired(); logs:flush_expired()
   dict:set("config", cjson.encode(default_config()))
@@ -290,9 +292,21 @@ function M.all_jobs()
   return out
 end
 
---- Empty the job store (DELETE /__stub/jobs, reset). Fixture files stay
--- in the file store.
+--- Record that a job's export file was generated (POST /__stub/jobs), so
+-- emptying the store removes it.
+function M.note_export_file(id) dict:set("expfile:" .. id, true) end
+
+--- Empty the job store (DELETE /__stub/jobs, reset). Generated export
+-- files go with their jobs; fixture files stay in the file store.
 function M.clear_jobs()
+  for _, key in ipairs(dict:get_keys(0)) do
+    local id = key:match("^expfile:(.*)$")
+    if id then
+      local _, path = files.export_path(id)
+      os.remove(path)
+      dict:delete(key)
+    end
+  end
   jobs:flush_all()
   jobs:flush_expired()
 end
