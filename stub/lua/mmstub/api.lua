@@ -7,9 +7,11 @@
 --
 -- M.process(path) computes a response {status, headers, body} without
 -- sending it, so fault modes (faults.lua) can delay, cut or rewrite it;
--- M.send(resp) writes it.
+-- M.send(resp) writes it. A download's body is a file instead:
+-- resp.file = {uri, path, size, mtime} (jobs.lua).
 local state = require "mmstub.state"
 local json = require "mmstub.json"
+local files = require "mmstub.files"
 
 local M = {}
 
@@ -71,8 +73,25 @@ function M.send(resp)
       ngx.header[h[1]] = v
     end
   end
+  if resp.file then
+    -- a file (a job download): nginx serves it from an internal location
+    -- (locations.conf), keeping the headers set here
+    return ngx.exec(resp.file.uri)
+  end
   ngx.header["Content-Length"] = #resp.body
   ngx.print(resp.body)
+end
+
+--- Length of a response's body: the file's size for a download.
+function M.body_length(resp) return resp.file and resp.file.size or #resp.body end
+
+--- Write the first `limit` bytes of the body (default: all), streaming a
+-- file body; the request is not finished (the fault modes).
+function M.print_body(resp, limit)
+  limit = limit or M.body_length(resp)
+  if resp.file then return files.stream(resp.file.path, limit) end
+  if limit > 0 then ngx.print(resp.body:sub(1, limit)) end
+  return true
 end
 
 -- Context of one API request: the request id, config and the response

@@ -34,7 +34,27 @@ local function fixtures_view()
     out.commands[cname] = live
   end
   out.roles = fx.roles
+  out.jobs = state.fixture_jobs_view()
   return out
+end
+
+-- /__stub/jobs: GET lists the stored jobs (newest first, API encoding),
+-- DELETE empties the store, POST stores a job directly (jobs.store).
+local function jobs_control(method)
+  local jobs = require "mmstub.jobs"
+  if method == "GET" then
+    ngx.header["Content-Type"] = "application/json"
+    return ngx.print(jobs.list_all())
+  elseif method == "DELETE" then
+    state.clear_jobs()
+    return reply(200, { ok = true })
+  elseif method == "POST" then
+    local body, status, err = jobs.store(cjson.decode(api.body()))
+    if not body then return reply(status, { error = err }) end
+    ngx.header["Content-Type"] = "application/json"
+    return ngx.print(body)
+  end
+  return reply(404, { error = "unknown control route: " .. method .. " /__stub/jobs" })
 end
 
 local function handle(method, path)
@@ -67,6 +87,7 @@ local function handle(method, path)
     ngx.header["X-Stub-Dropped"] = state.log_dropped("redirects")
     return reply(200, state.log_list("redirects"))
   end
+  if path == "/__stub/jobs" then return jobs_control(method) end
   local id = path:match("^/__stub/jobs/([^/]+)$")
   if id and method == "GET" then
     local job = state.get_job(id)

@@ -32,14 +32,25 @@ local function plain(status, body, extra)
   return resp
 end
 
--- Send status + headers (with the full Content-Length), then `part` of the
--- body, then drop the connection.
-local function cut(resp, part, length)
+-- Send the status and headers now, announcing `length` body bytes. A
+-- file body (a download) gets the headers nginx's file serving adds.
+local function send_head(resp, length)
   ngx.status = resp.status
   for _, h in ipairs(resp.headers) do ngx.header[h[1]] = h[2] ~= "" and h[2] or " " end
+  if resp.file then
+    ngx.header["Last-Modified"] = ngx.http_time(resp.file.mtime)
+    ngx.header["Accept-Ranges"] = "bytes"
+  end
   ngx.header["Content-Length"] = length
   ngx.send_headers()
-  if #part > 0 then ngx.print(part) end
+  ngx.flush(true)
+end
+
+-- Send status + headers (Content-Length `length`), then the first `part`
+-- bytes of the body, then drop the connection.
+local function cut(resp, part, length)
+  send_head(resp, length)
+  api.print_body(resp, part)
   ngx.flush(true)
   return ngx.exit(444) -- 444: close without (further) response
 end
@@ -79,24 +90,22 @@ function M.serve()
     return api.send(api.process(rest))
   elseif name == "slow_body" then
     local resp = api.process(rest)
-    ngx.status = resp.status
-    for _, h in ipairs(resp.headers) do ngx.header[h[1]] = h[2] ~= "" and h[2] or " " end
-    ngx.header["Content-Length"] = #resp.body
-    ngx.send_headers()
-    ngx.flush(true)
+    send_head(resp, api.body_length(resp))
     ngx.sleep(n or 5)
-    ngx.print(resp.body)
+    api.print_body(resp)
     return
   elseif name == "close_before" then return close_now()
   elseif name == "close_mid_body" then
     local resp = api.process(rest)
-    return cut(resp, resp.body:sub(1, math.floor(#resp.body / 2)), #resp.body)
+    local length = api.body_length(resp)
+    return cut(resp, math.floor(length / 2), length)
   elseif name == "truncated" then
     local resp = api.process(rest)
-    return cut(resp, resp.body, #resp.body + 100)
+    local length = api.body_length(resp)
+    return cut(resp, length, length + 100)
   elseif name == "bad_json" then
     local resp = api.process(rest)
-    resp.status, resp.body = 200, '{"id":"bad_json","status":pending,'
+    resp.status, resp.body, resp.file = 200, '{"id":"bad_json","status":pending,', nil
     return api.send(resp)
   elseif name == "wrong_type" then
     local resp = api.process(rest)

@@ -4,6 +4,7 @@
 -- requests and is fresh on every start. reset() puts it all back.
 local cjson = require "cjson.safe"
 local bit = require "bit"
+local files = require "mmstub.files"
 
 local M = {}
 
@@ -44,6 +45,7 @@ function M.fixtures() return fixtures end
 local OUTCOMES = { success = true, error = true, warning = true, canceled = true, never = true }
 local BOOLEANS = { enable_commands = true, developer = true, enterprise = true,
                    enable_user_access_tokens = true, strict_csrf = true }
+BOOLEANS.download_export_results = true -- MessageExportSettings.DownloadExportResults (jobs)
 
 local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
 
@@ -69,6 +71,7 @@ local function default_config()
     enable_commands = boot.enable_commands ~= false,
     developer = boot.developer == true,
     enterprise = boot.enterprise == true,
+    download_export_results = boot.download_export_results == true, -- default false *(fork only)*
     enable_user_access_tokens = true,        -- PATs must work (§7 fixtures)
     strict_csrf = false,                     -- ExperimentalStrictCSRFEnforcement (§1.2)
     job_outcome = "success",
@@ -76,13 +79,17 @@ local function default_config()
   }
 end
 
+local load_fixture_jobs -- jobs section
+
 function M.reset()
+  M.clear_jobs() -- before mm_state is flushed: it lists the generated export files
   dict:flush_all(); jobs:flush_all(); conns:flush_all(); logs:flush_all()
   dict:flush_expired(); jobs:flush_expired(); conns:flush_expired(); logs:flush_expired()
   dict:set("config", cjson.encode(default_config()))
   dict:set("version_hash", ngx.md5(tostring(ngx.now()) .. tostring(math.random())))
   ngx.update_time()
   dict:set("reset_at", ngx.now())
+  load_fixture_jobs()
 end
 
 function M.config()
@@ -262,7 +269,13 @@ function M.user_name(id) return users_by_id[id] end
 
 -- ---------------------------------------------------------------- jobs
 
-function M.save_job(job) return jobs:set(job.id, cjson.encode(job)) end
+-- Each stored job gets a sequence number: lists are ordered by create_at,
+-- newest first, and by seq between jobs of the same millisecond (a stub
+-- choice: SQL leaves that order open).
+function M.save_job(job)
+  job.seq = job.seq or dict:incr("job_seq", 1, 0)
+  return jobs:set(job.id, cjson.encode(job))
+end
 
 function M.get_job(id)
   local s = jobs:get(id)
@@ -270,6 +283,89 @@ function M.get_job(id)
   local job = cjson.decode(s)
   if job.data == cjson.null then job.data = nil end
   return job
+end
+
+--- Every stored job, in no particular order.
+function M.all_jobs()
+  local out = {}
+  for _, id in ipairs(jobs:get_keys(0)) do out[#out + 1] = M.get_job(id) end
+  return out
+end
+
+--- Record that a job's export file was generated (POST /__stub/jobs), so
+-- emptying the store removes it.
+function M.note_export_file(id) dict:set("expfile:" .. id, true) end
+
+--- Empty the job store (DELETE /__stub/jobs, reset). Generated export
+-- files go with their jobs; fixture files stay in the file store.
+function M.clear_jobs()
+  for _, key in ipairs(dict:get_keys(0)) do
+    local id = key:match("^expfile:(.*)$")
+    if id then
+      local _, path = files.export_path(id)
+      os.remove(path)
+      dict:delete(key)
+    end
+  end
+  jobs:flush_all()
+  jobs:flush_expired()
+end
+
+-- The fixture jobs (fixtures.json "jobs", api-contract-families.md §6),
+-- oldest first, as stored: {name = , job = , file = {bytes = } | nil}.
+local fixture_jobs
+
+local function fixture_list()
+  if fixture_jobs then return fixture_jobs end
+  fixture_jobs = {}
+  for name, j in pairs(fixtures.jobs or {}) do
+    if name:sub(1, 1) ~= "_" then
+      local data = j.data ~= cjson.null and j.data or nil
+      local entry = { name = name, job = {
+        id = j.id, type = j.type, priority = j.priority or 0, create_at = j.create_at,
+        start_at = j.start_at or 0, last_activity_at = j.last_activity_at or 0,
+        status = j.status, progress = j.progress or 0, data = data,
+      } }
+      if j.file then entry.file = { name = j.file.name, bytes = files.zip(j.file.name, j.file.content) } end
+      fixture_jobs[#fixture_jobs + 1] = entry
+    end
+  end
+  table.sort(fixture_jobs, function(a, b) return a.job.create_at < b.job.create_at end)
+  return fixture_jobs
+end
+
+-- Store the fixture jobs (they never advance: no pacing) and (re)write
+-- their export files, modified at the job's last_activity_at.
+load_fixture_jobs = function()
+  for _, f in ipairs(fixture_list()) do
+    local job = {}
+    for k, v in pairs(f.job) do job[k] = v end
+    M.save_job(job)
+    if f.file then
+      local _, path = files.export_path(job.id)
+      assert(files.write(path, f.file.bytes))
+      files.set_mtime(path, math.floor(job.last_activity_at / 1000))
+    end
+  end
+end
+
+--- The fixture jobs for GET /__stub/fixtures: name -> the job as stored at
+-- reset, with its export file (path in the file store, size, sha256, the
+-- bytes in base64).
+function M.fixture_jobs_view()
+  local out = {}
+  for _, f in ipairs(fixture_list()) do
+    local v = {}
+    for k, val in pairs(f.job) do v[k] = val end
+    v.data = v.data or cjson.null
+    if f.file then
+      local rel = files.export_path(v.id)
+      v.file = { path = rel, name = f.file.name, size = #f.file.bytes,
+                 sha256 = files.sha256_hex(f.file.bytes), base64 = ngx.encode_base64(f.file.bytes) }
+    end
+    out[f.name] = v
+  end
+  return out
 end
 
 -- ---------------------------------------------------------------- logs and counters

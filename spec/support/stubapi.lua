@@ -1,0 +1,115 @@
+--- Black-box helpers for the stub's API specs, over support.rawhttp (not
+-- `mm`, so a bug in the client cannot hide one in the stub): control
+-- calls, authenticated requests and exact AppError checks.
+--
+-- @usage
+-- local S = require "support.stubapi"
+-- before_each(S.reset)                 -- fresh state; S.fx holds the fixtures
+-- S.assert_error(S.call("GET", "/api/v4/jobs", { as = "basic" }), 403, "api.context.permissions.app_error")
+local assert = require "luassert" -- busted gives it to specs only, not to modules
+local rawhttp = require "support.rawhttp"
+local cjson = require "cjson"
+
+local M = {}
+
+M.URL = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STUB_URL unset)")
+
+local ALPHA = "[ybndrfg8ejkmcpqxot1uwisza345h769]"
+--- A model.NewId(): 26 characters of Mattermost's base32 alphabet.
+M.ID_PATTERN = "^" .. ALPHA:rep(25) .. "[yrecowah]$"
+
+--- A control-API call (/__stub/...) that must answer 200; the decoded body.
+function M.control(method, path, body)
+  local r = assert(rawhttp.request(M.URL, { method = method, path = path, body = body }))
+  assert(r.status == 200, "control " .. method .. " " .. path .. ": " .. tostring(r.status) .. " " .. r.body)
+  return cjson.decode(r.body)
+end
+
+--- PUT /__stub/config with a table.
+function M.config(tbl) return M.control("PUT", "/__stub/config", cjson.encode(tbl)) end
+
+--- Back to the fixture state; M.fx is GET /__stub/fixtures afterwards.
+function M.reset()
+  M.control("POST", "/__stub/reset")
+  M.fx = M.control("GET", "/__stub/fixtures")
+  return M.fx
+end
+
+--- An API request. opts: as = fixture user (Bearer PAT), headers = list of
+-- {name, value}, body, timeout.
+function M.call(method, path, opts)
+  opts = opts or {}
+  local headers = {}
+  if opts.as then headers[#headers + 1] = { "Authorization", "Bearer " .. M.fx.users[opts.as].token } end
+  for _, h in ipairs(opts.headers or {}) do headers[#headers + 1] = h end
+  local r, err = rawhttp.request(M.URL, { method = method, path = path, headers = headers, body = opts.body,
+                                          timeout = opts.timeout })
+  assert(r and not err, "request failed: " .. tostring(err))
+  return r
+end
+
+--- Assert an AppError answer (api-contract.md §1.4): status, id, exact key
+-- order, no trailing newline, request_id equal to the X-Request-Id header,
+-- detailed_error empty (developer mode off) unless `detail` is given.
+-- Returns the message.
+function M.assert_error(r, status, id, message, detail)
+  assert.are.equal(status, r.status, r.body)
+  assert.are.equal("application/json", r.h["content-type"])
+  local rid = r.h["x-request-id"]
+  assert.is_truthy(rid and rid:match(M.ID_PATTERN), "X-Request-Id: " .. tostring(rid))
+  local pat = '^{"id":"([^"]*)","message":"([^"]*)","detailed_error":"([^"]*)",'
+    .. '"request_id":"([^"]*)","status_code":(%d+)}$'
+  local gid, gmsg, gdetail, grid, gstatus = r.body:match(pat)
+  assert.is_truthy(gid, "not an AppError body: " .. r.body)
+  assert.are.equal(id, gid)
+  if message then assert.are.equal(message, gmsg) end
+  assert.are.equal(detail or "", gdetail)
+  assert.are.equal(rid, grid)
+  assert.are.equal(status, tonumber(gstatus))
+  assert.is_truthy(r.h["x-version-id"])
+  return gmsg
+end
+
+--- Assert the router's catch-all 404 for `path` (api-contract.md §1.1).
+function M.assert_404_route(r, path)
+  assert.are.equal(404, r.status)
+  local body = cjson.decode(r.body)
+  assert.are.equal("api.context.404.app_error", body.id)
+  assert.are.equal("There doesn't appear to be an api call for the url='" .. path
+    .. "'.  Typo? are you missing a team_id or user_id as part of the url?", body.detailed_error)
+  assert.is_nil(body.request_id)
+end
+
+--- A random id of NewId's shape.
+function M.random_id()
+  local chars = "ybndrfg8ejkmcpqxot1uwisza345h769"
+  local t = {}
+  for i = 1, 25 do local n = math.random(#chars); t[i] = chars:sub(n, n) end
+  return table.concat(t) .. "y"
+end
+
+--- A job (as GET /__stub/fixtures or the API decode it) encoded as the
+-- server encodes model.Job: struct field order, data keys sorted. Only for
+-- plain values (no characters that need escaping).
+function M.job_json(j)
+  local data = "null"
+  if type(j.data) == "table" then
+    local keys = {}
+    for k in pairs(j.data) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for n, k in ipairs(keys) do keys[n] = ('"%s":"%s"'):format(k, j.data[k]) end
+    data = "{" .. table.concat(keys, ",") .. "}"
+  end
+  return ('{"id":"%s","type":"%s","priority":%d,"create_at":%d,"start_at":%d,"last_activity_at":%d,'
+    .. '"status":"%s","progress":%d,"data":%s}'):format(j.id, j.type, j.priority, j.create_at, j.start_at,
+      j.last_activity_at, j.status, j.progress, data)
+end
+
+--- The JSON array the list routes write for these jobs (no trailing newline).
+function M.list_json(jobs)
+  local parts = {}
+  for n, j in ipairs(jobs) do parts[n] = M.job_json(j) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+return M
