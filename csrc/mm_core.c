@@ -1091,8 +1091,9 @@ static int client_request(lua_State *L) {
   return collect(L, c, s);
 }
 
-/* client:start(tag, method, url [, body [, headers [, opts]]]): puts a
- * transfer in flight; `wait` hands it back with its tag. */
+/* client:start(tag, method, url [, body [, headers [, opts]]]) -> slot
+ * Puts a transfer in flight; `wait` hands it back with its tag. The slot
+ * number names it for `wait_for` and `progress` while it runs. */
 static int client_start(lua_State *L) {
   mm_client *c = check_client(L);
   mm_slot *s;
@@ -1102,7 +1103,43 @@ static int client_start(lua_State *L) {
   slot_start(L, c, s, 3, 4, 5, 6, 7);
   lua_pushvalue(L, 2);
   s->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
+  lua_pushinteger(L, s->index + 1);
+  return 1;
+}
+
+/* The running or done slot numbered at idx (from `start`). */
+static mm_slot *check_slot(lua_State *L, mm_client *c, int idx) {
+  lua_Integer i = luaL_checkinteger(L, idx);
+  if (i < 1 || i > c->nslots || c->slots[i - 1]->state == SLOT_FREE)
+    luaL_argerror(L, idx, "no such transfer");
+  return c->slots[i - 1];
+}
+
+/* client:wait_for(slot [, timeout]) -> as wait, for that transfer only
+ * (others finishing meanwhile stay for `wait`). */
+static int client_wait_for(lua_State *L) {
+  mm_client *c = check_client(L);
+  mm_slot *s = check_slot(L, c, 2);
+  double timeout = luaL_optnumber(L, 3, -1);
+  if (run_until(L, c, s, timeout, -1) == NULL) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tag_ref);
+  return 1 + collect(L, c, s);
+}
+
+/* client:progress(slot) -> bytes of the body received so far, and the
+ * total announced (nil when unknown). */
+static int client_progress(lua_State *L) {
+  mm_client *c = check_client(L);
+  mm_slot *s = check_slot(L, c, 2);
+  curl_off_t now = 0, total = -1;
+  curl_easy_getinfo(s->easy, CURLINFO_SIZE_DOWNLOAD_T, &now);
+  curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &total);
+  lua_pushinteger(L, (lua_Integer)now);
+  if (total >= 0)
+    lua_pushinteger(L, (lua_Integer)total);
+  else
+    lua_pushnil(L);
+  return 2;
 }
 
 static int signals_fd(lua_State *L, int idx);
@@ -1122,20 +1159,25 @@ static int client_wait(lua_State *L) {
   return 1 + collect(L, c, s);
 }
 
-/* client:abort(): every transfer in flight ends now; `wait` hands each
- * back with an error of kind "aborted". */
+static void slot_abort(mm_client *c, mm_slot *s) {
+  if (s->state != SLOT_RUNNING) return;
+  curl_multi_remove_handle(c->multi, s->easy);
+  s->rc = CURLE_ABORTED_BY_CALLBACK;
+  s->state = SLOT_DONE;
+  c->running--;
+  c->ndone++;
+}
+
+/* client:abort([slot]): every transfer in flight (or the one numbered
+ * slot) ends now; `wait` hands each back with an error of kind "aborted". */
 static int client_abort(lua_State *L) {
   mm_client *c = check_client(L);
   int i;
-  for (i = 0; i < c->nslots; i++) {
-    mm_slot *s = c->slots[i];
-    if (s->state != SLOT_RUNNING) continue;
-    curl_multi_remove_handle(c->multi, s->easy);
-    s->rc = CURLE_ABORTED_BY_CALLBACK;
-    s->state = SLOT_DONE;
-    c->running--;
-    c->ndone++;
+  if (!lua_isnoneornil(L, 2)) {
+    slot_abort(c, check_slot(L, c, 2));
+    return 0;
   }
+  for (i = 0; i < c->nslots; i++) slot_abort(c, c->slots[i]);
   return 0;
 }
 
@@ -1294,9 +1336,9 @@ static int core_monotime(lua_State *L) {
 }
 
 static const luaL_Reg client_methods[] = {
-    {"request", client_request}, {"start", client_start},     {"wait", client_wait},
-    {"abort", client_abort},     {"pending", client_pending}, {"close", client_close},
-    {NULL, NULL},
+    {"request", client_request},   {"start", client_start},   {"wait", client_wait},
+    {"wait_for", client_wait_for}, {"progress", client_progress}, {"abort", client_abort},
+    {"pending", client_pending},   {"close", client_close},   {NULL, NULL},
 };
 
 static const luaL_Reg client_meta[] = {

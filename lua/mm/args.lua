@@ -135,6 +135,11 @@ function T.command_line(v)
   return s
 end
 
+T["function"] = function(v)
+  if type(v) == "function" then return v end
+  return nil, "function expected, got " .. typename(v)
+end
+
 -- A file to write: a name the file system can take.
 function T.file(v)
   if type(v) ~= "string" or v == "" then return nil, "file name expected, got " .. typename(v) end
@@ -164,6 +169,8 @@ S.page_query = schema{ { "page", "page" }, { "per_page", "per_page" } }
 S.commands_query = schema{ { "team_id", "id", true }, { "custom_only", "boolean" } }
 S.suggestions_query = schema{ { "user_input", "nonempty", true }, { "channel_id", "id" }, { "root_id", "id" } }
 S.status_options = schema{ { "force", "boolean" } }
+-- Options of the call itself, never sent.
+S.download_options = schema{ { "on_progress", "function" } }
 
 -- The Command object's fields in the server's order (contract families
 -- 3.1). A new command needs team, trigger, method and url.

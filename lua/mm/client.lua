@@ -360,6 +360,34 @@ local function hold(self, deadline)
   end
 end
 
+local PROGRESS = {} -- the tag of a transfer watched for its progress
+local PROGRESS_EVERY = 0.25 -- seconds
+
+-- One transfer: the core's response, or nil and its error. With
+-- ropts.on_progress, the transfer is watched and on_progress(bytes,
+-- total) called every PROGRESS_EVERY seconds and once at the end.
+local function transfer(self, method, url, body, ropts)
+  local on_progress = ropts and ropts.on_progress
+  if not on_progress then return self._core:request(method, url, body, nil, ropts) end
+  local handle = self._core
+  local slot = handle:start(PROGRESS, method, url, body, nil, { output = ropts.output, timeout = ropts.timeout })
+  while true do
+    local tag, resp, cerr = handle:wait_for(slot, PROGRESS_EVERY)
+    if tag ~= nil then
+      if resp and resp.status >= 200 and resp.status < 300 then
+        on_progress(resp.bytes or #resp.body, resp.bytes or #resp.body)
+      end
+      return resp, cerr
+    end
+    local ok, e = pcall(on_progress, handle:progress(slot))
+    if not ok then
+      handle:abort(slot) -- nothing left behind: a partial file is removed
+      handle:wait_for(slot, 0)
+      error(e, 0)
+    end
+  end
+end
+
 --- One call, with retries and pacing: value, nil, extra or nil, err.
 -- `deadline` (monotonic seconds, optional) bounds the whole call;
 -- `ropts` are the core's request options.
@@ -384,7 +412,12 @@ local function perform(self, row, method, url, body, ropts, deadline)
       log_request(self, method, url, body)
       t0 = monotime()
     end
-    local resp, cerr = handle:request(method, url, body, nil, ropts)
+    local resp, cerr
+    if ropts then
+      resp, cerr = transfer(self, method, url, body, ropts)
+    else
+      resp, cerr = handle:request(method, url, body)
+    end
     if log then log_response(self, resp, cerr, monotime() - t0) end
     local status = resp and resp.status
     if p.active or status == 429 or (resp and resp.captured) then note(self, monotime(), resp) end
@@ -486,6 +519,10 @@ function M.prepare_batch(self, fname, name, list, opts, by_name)
     end
     if not url then
       return nil, argmsg(fname, 1, ("item #%d: %s%s"):format(i, name and "" or ("argument #" .. body .. ": "), ropts))
+    end
+    if ropts and ropts.on_progress then
+      return nil, argmsg(fname, 1,
+        ("item #%d: option 'on_progress' is for single calls (a batch has its own)"):format(i))
     end
     items[i] = { row = row, method = row.method, url = url, body = body, ropts = ropts, sent = 0, tries = 0 }
   end

@@ -12,7 +12,8 @@
 --   string; `at = "body"` is either a table checked against a schema (the
 --   JSON body, or merged into it) or, with `field = "x"`, one value sent
 --   as body field `x`; `at = "output"` is the file a download is written
---   to. `optional = true` where it may be nil;
+--   to; `at = "local"` is a table of options of the call itself (never
+--   sent). `optional = true` where it may be nil;
 -- * `result`: the shape of the answer (see `SHAPES`);
 -- * `idempotent`: whether a retry after a lost answer is safe; by default
 --   true for GET, HEAD, PUT and DELETE, false for POST and PATCH;
@@ -47,7 +48,8 @@ local ROWS = {
              { "options", "status_options", at = "body", optional = true } } },
   { name = "download_job", method = "GET", path = "/jobs/{job_id}/download", result = "download",
     cli = "jobs download",
-    args = { { "job_id", "id", at = "path" }, { "file", "file", at = "output", optional = true } } },
+    args = { { "job_id", "id", at = "path" }, { "file", "file", at = "output", optional = true },
+             { "options", "download_options", at = "local", optional = true } } },
 
   -- Commands (api-contract.md 3; api-contract-families.md 3)
   { name = "create_command", method = "POST", path = "/commands", result = "command", cli = "commands create",
@@ -196,6 +198,11 @@ local function build_general(row)
         local checked, why = fields(schemas[a[2]], v, "query table")
         if not checked then return nil, i, why end
         query = checked
+      elseif a.at == "local" then
+        local checked, why = fields(schemas[a[2]], v, "options table")
+        if not checked then return nil, i, why end
+        ropts = ropts or {}
+        for _, f in ipairs(checked) do ropts[f[1]] = f[2] end
       elseif a.field then
         local value, why = check[a[2]](v)
         if value == nil then return nil, i, why end
