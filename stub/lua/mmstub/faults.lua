@@ -122,6 +122,18 @@ function M.serve()
     return api.send({ status = 307, body = "", headers = { { "Location", location } } })
   elseif name == "huge" then
     return api.send({ status = 200, body = huge(), headers = { { "Content-Type", "application/json" } } })
+  elseif name == "not_http" then
+    -- bytes that are no HTTP answer at all (what a client sees when it
+    -- speaks HTTP/1 to an HTTP/2-only port, or to another protocol)
+    api.body()
+    local sock = assert(ngx.req.socket(true))
+    sock:send("\0\0\18\4\0\0\0\0\0garbage, not an HTTP status line\r\n\r\n")
+    return ngx.exit(444)
+  elseif name == "huge_header" then
+    -- one header line longer than clients accept (libcurl: 100 KiB)
+    local resp = api.process(rest)
+    resp.headers[#resp.headers + 1] = { "X-Huge", string.rep("h", (n or 200) * 1024) }
+    return api.send(resp)
   elseif FLAKY[name] and n then
     local count = state.incr(mode .. " " .. ngx.req.get_method() .. " " .. rest)
     if count <= n then return FLAKY[name](rest) end
