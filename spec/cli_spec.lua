@@ -1,6 +1,6 @@
--- bin/mm, run as a subprocess against the stub server. bin/mm is a Lua 5.4
--- script whatever Lua runs this spec (make test-all runs it on each), so
--- this spec builds mm.core for 5.4 and runs bin/mm with lua5.4.
+-- bin/mm, run as a subprocess against the stub server, on the Lua that
+-- runs this spec (make test-all runs it on each): bin/mm runs on all of
+-- them. It finds the core make builds for that Lua in the checkout.
 -- Run: bin/mm-stub run -- spec/run lua5.4 /usr/bin/busted spec/cli_spec.lua
 local http = require "socket.http"
 local ltn12 = require "ltn12"
@@ -16,11 +16,16 @@ local function sh(cmd)
   return tonumber(code), text
 end
 
+-- This Lua as make knows it: its interpreter, version and headers.
+local VERSION = _VERSION:match("%d+%.%d+")
+local LUA = rawget(_G, "jit") and { name = "luajit", incdir = "/usr/include/luajit-2.1" }
+            or { name = "lua" .. VERSION, incdir = "/usr/include/lua" .. VERSION }
+
 do
   -- without the settings of a calling make (make test LUA_VERSION=5.3)
-  local code, out = sh("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s all "
-    .. "LUA_VERSION=5.4 LUA_NAME=lua5.4 LUA_INCDIR=/usr/include/lua5.4 2>&1")
-  assert(code == 0, "building mm.core for Lua 5.4 failed:\n" .. out)
+  local code, out = sh(("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s all "
+    .. "LUA_VERSION=%s LUA_NAME=%s LUA_INCDIR=%s 2>&1"):format(VERSION, LUA.name, LUA.incdir))
+  assert(code == 0, "building mm.core for " .. LUA.name .. " failed:\n" .. out)
 end
 
 local mm = require "mm" -- this Lua's build, for the version bin/mm must print
@@ -71,12 +76,18 @@ end
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Runs bin/mm (or script) with args and exactly the MM_* variables in env;
--- returns { code, out, err }. Checks on every run that no credential was printed.
+-- Runs bin/mm (or script) with args and exactly the MM_* variables in env
+-- (a variable set to false there is unset); returns { code, out, err }.
+-- Checks on every run that no credential was printed.
 local function mm_run(args, env, script)
   local parts = { "env -u MM_URL -u MM_TOKEN -u MM_DEBUG" }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = q(k .. "=" .. v) end
-  parts[#parts + 1] = "lua5.4 " .. q(script or "bin/mm")
+  for k, v in pairs(env or {}) do
+    if not v then parts[#parts + 1] = "-u " .. k end
+  end
+  for k, v in pairs(env or {}) do
+    if v then parts[#parts + 1] = q(k .. "=" .. v) end
+  end
+  parts[#parts + 1] = LUA.name .. " " .. q(script or "bin/mm")
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
   local out, err = tmpfile(), tmpfile()
   local code = sh(table.concat(parts, " ") .. " >" .. out .. " 2>" .. err .. " </dev/null")
@@ -454,8 +465,8 @@ describe("mm regen-token", function()
   end)
 
   it("exits 7 when the new token cannot be written out", function()
-    local code = sh(("env -u MM_URL -u MM_TOKEN MM_URL=%s MM_TOKEN=%s lua5.4 bin/mm regen-token %s >/dev/full 2>%s")
-      :format(q(URL), q(fx.users.sysadmin.token), C.C_admin, tmpfile()))
+    local code = sh(("env -u MM_URL -u MM_TOKEN MM_URL=%s MM_TOKEN=%s %s bin/mm regen-token %s >/dev/full 2>%s")
+      :format(q(URL), q(fx.users.sysadmin.token), LUA.name, C.C_admin, tmpfile()))
     assert.are.equal(7, code)
   end)
 
@@ -473,5 +484,64 @@ describe("mm regen-token", function()
     assert.are.equal(3, select(2, r.out:gsub("\n", "")))
     r = as("sysadmin", { "regen-token", C.C_admin, C.C_basic, "--no-progress" })
     assert.are.equal("", r.err)
+  end)
+
+  it("draws the progress bar by itself when stderr is a terminal", function()
+    -- script(1) gives mm a terminal and copies what mm draws on it to out
+    local out, tokens = tmpfile(), tmpfile()
+    local cmd = ("env TERM=xterm MM_URL=%s MM_TOKEN=%s %s bin/mm regen-token %s %s >%s"):format(
+      q(URL), q(fx.users.sysadmin.token), LUA.name, C.C_admin, C.C_basic, tokens)
+    local code = sh("script -qec " .. q(cmd) .. " /dev/null >" .. out .. " </dev/null")
+    assert.are.equal(0, code)
+    assert.is_truthy(slurp(out):find("[" .. ("#"):rep(30) .. "] 2/2", 1, true), slurp(out))
+    assert.are.equal(2, select(2, slurp(tokens):gsub("\n", "")))
+  end)
+end)
+
+describe("mm output", function()
+  it("keeps --json valid UTF-8 when the server's page is not", function()
+    -- a proxy's Latin-1 error page ("Passerelle échouée"), for every attempt
+    local page = "<html><head><title>Passerelle \233chou\233e</title></head></html>"
+    local server = [[
+      local s = assert(require("socket").bind("127.0.0.1", 0))
+      s:settimeout(10)
+      print((select(2, s:getsockname()))); io.stdout:flush()
+      for _ = 1, 3 do
+        local c = s:accept()
+        if not c then break end
+        c:settimeout(10)
+        repeat local line = c:receive("*l") until not line or line == ""
+        c:send("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
+          .. "Connection: close\r\nContent-Length: " .. #PAGE .. "\r\n\r\n" .. PAGE)
+        c:close()
+      end]]
+    local p = io.popen(LUA.name .. " -e " .. q("PAGE = " .. ("%q"):format(page) .. server))
+    local port = assert(tonumber(p:read("*l")), "the one-off server did not start")
+    local r = mm_run({ "get-job", ZERO_ID, "--json" },
+                     { MM_URL = "http://127.0.0.1:" .. port, MM_TOKEN = fx.users.sysadmin.token })
+    p:close()
+    assert.are.equal(1, r.code, r.err)
+    assert.is_falsy(r.out:find("[\128-\255]"), r.out) -- the page had no other non-ASCII
+    local e = one_json(r).error
+    assert.are.equal(502, e.status)
+    assert.are.equal("Passerelle ?chou?e", e.message)
+  end)
+end)
+
+describe("mm without its module", function()
+  it("exits 3 with Lua's whole error, the interpreter and the paths searched", function()
+    local script = tmpfile(slurp("bin/mm")) -- a copy outside the checkout
+    local r = mm_run({ "--version" }, { LUA_PATH = "/nonexistent/?.lua", LUA_CPATH = "/nonexistent/?.so",
+                                        LUA_PATH_5_2 = false, LUA_PATH_5_3 = false, LUA_PATH_5_4 = false,
+                                        LUA_CPATH_5_2 = false, LUA_CPATH_5_3 = false, LUA_CPATH_5_4 = false,
+                                        LUA_INIT = false }, script)
+    assert.are.equal(3, r.code)
+    assert.are.equal("", r.out)
+    local version = rawget(_G, "jit") and jit.version or _VERSION
+    assert.is_truthy(r.err:find("^mm: cannot load the mm Lua module %(" .. version:gsub("%p", "%%%0")
+                                .. ", " .. LUA.name .. "%):\n"), r.err)
+    assert.is_truthy(r.err:find("module 'mm' not found", 1, true), r.err)
+    assert.is_truthy(r.err:find("no file '/nonexistent/mm.lua'", 1, true), r.err)
+    assert.is_truthy(r.err:find("no file '/nonexistent/mm.so'", 1, true), r.err)
   end)
 end)
