@@ -27,7 +27,7 @@ CORE         = $(BUILD)/mm/core.so
 # Debian packages the build, tests, demo and lint need (make deps).
 # libnginx-mod-http-lua runs OpenResty's LuaJIT: its -dev package is
 # libluajit2-5.1-dev, which conflicts with Debian's plain libluajit-5.1-dev.
-DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) \
+DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) lua5.1 \
                lua-cjson lua-busted lua-socket lua-sec lua-check luarocks curl nginx libnginx-mod-http-lua \
                libnginx-mod-http-echo libluajit2-5.1-dev openssl cppcheck valgrind ca-certificates
 LUA_DEV     ?= $(if $(filter 5.1,$(LUA_VERSION)),liblua5.1-0-dev,liblua$(LUA_VERSION)-dev)
@@ -130,6 +130,8 @@ demo: deps all
 lint: deps
 	$(MAKE) --no-print-directory -B all OPT=-O2
 	luacheck -q lua spec examples stub bench bin/mm
+	luac5.1 -p lua/mm/*.lua bin/mm   # the library and the CLI parse as Lua 5.1 (LuaJIT)
+	$(LUA) spec/rockspec_modules.lua rockspec/lua-mattermost-scm-1.rockspec
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --std=c99 --inline-suppr -I$(LUA_INCDIR) --suppress=missingIncludeSystem \
 	  --suppress=toomanyconfigs csrc
