@@ -1,9 +1,10 @@
 # lua-mattermost: build, test, demo, install.
 # Every knob can be set on the command line: make LUA_VERSION=5.3 test
 LUA_VERSION ?= 5.4
-LUA         ?= lua$(LUA_VERSION)
 LUA_INCDIR  ?= /usr/include/lua$(LUA_VERSION)
 LUA_NAME    ?= lua$(LUA_VERSION)
+# The interpreter: the tests run on it and the installed mm command too.
+LUA         ?= $(if $(filter luajit,$(LUA_NAME)),luajit,lua$(LUA_VERSION))
 BUSTED      ?= /usr/bin/busted
 CC          ?= cc
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
@@ -27,7 +28,7 @@ CORE         = $(BUILD)/mm/core.so
 # Debian packages the build, tests, demo and lint need (make deps).
 # libnginx-mod-http-lua runs OpenResty's LuaJIT: its -dev package is
 # libluajit2-5.1-dev, which conflicts with Debian's plain libluajit-5.1-dev.
-DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) \
+DEB_PACKAGES = gcc make pkg-config libcurl4-openssl-dev lua$(LUA_VERSION) $(LUA_DEV) lua5.1 \
                lua-cjson lua-busted lua-socket lua-sec lua-check luarocks curl nginx libnginx-mod-http-lua \
                libnginx-mod-http-echo libluajit2-5.1-dev openssl cppcheck valgrind ca-certificates
 LUA_DEV     ?= $(if $(filter 5.1,$(LUA_VERSION)),liblua5.1-0-dev,liblua$(LUA_VERSION)-dev)
@@ -122,7 +123,8 @@ doc: deps-all
 	ldoc -d doc -p lua-mattermost -t "lua-mattermost reference" lua/mm/init.lua
 
 test-rock: deps
-	spec/rock-check $(LUA_VERSION)
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(ALL_LUA_PACKAGES)"
+	spec/rock-check
 
 demo: deps all
 	bin/mm-stub run -- examples/demo.sh $(LUA)
@@ -130,29 +132,60 @@ demo: deps all
 lint: deps
 	$(MAKE) --no-print-directory -B all OPT=-O2
 	luacheck -q lua spec examples stub bench bin/mm
+	luac5.1 -p lua/mm/*.lua bin/mm   # the library and the CLI parse as Lua 5.1 (LuaJIT)
+	$(LUA) spec/rockspec_modules.lua rockspec/lua-mattermost-scm-1.rockspec
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --std=c99 --inline-suppr -I$(LUA_INCDIR) --suppress=missingIncludeSystem \
 	  --suppress=toomanyconfigs csrc
 
 # bin/mm-stub needs the stub's files beside it, so it is installed with
 # them under $(STUB_DIR) and linked into bin (a relative link, right under a
-# DESTDIR too; mm-stub resolves it to find $(STUB_DIR)/stub).
+# DESTDIR too; mm-stub resolves it to find $(STUB_DIR)/stub). bin/mm runs on
+# $(LUA), the Lua this install is for: its first line is set to that.
 STUB_DIR    ?= $(PREFIX)/share/lua-mattermost
 install: $(CORE)
-	install -d $(DESTDIR)$(LUA_LMOD) $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(STUB_DIR)/bin $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub
-	install -d $(DESTDIR)$(LUA_LMOD)/mm
-	install -m 644 lua/mm/*.lua $(DESTDIR)$(LUA_LMOD)/mm/
-	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so
-	install -m 755 bin/mm $(DESTDIR)$(PREFIX)/bin/mm
-	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub
-	install -m 644 stub/*.json stub/*.in stub/*.conf stub/README.md $(DESTDIR)$(STUB_DIR)/stub/
-	install -m 644 stub/lua/mmstub/*.lua $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub/
+	@lua=$$(command -v $(LUA)) || { echo "make install: no $(LUA) for the mm command to run on;" \
+	  "install it, or name another Lua $(LUA_VERSION) interpreter with LUA=" >&2; exit 1; }; \
+	set -ex; \
+	install -d $(DESTDIR)$(LUA_LMOD)/mm $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(STUB_DIR)/bin $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub; \
+	install -m 644 lua/mm/*.lua $(DESTDIR)$(LUA_LMOD)/mm/; \
+	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so; \
+	sed "1s|^#!.*|#!$$lua|" bin/mm >$(DESTDIR)$(PREFIX)/bin/mm; \
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/mm; \
+	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub; \
+	install -m 644 stub/*.json stub/*.in stub/*.conf stub/README.md $(DESTDIR)$(STUB_DIR)/stub/; \
+	install -m 644 stub/lua/mmstub/*.lua $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub/; \
 	ln -sfr $(DESTDIR)$(STUB_DIR)/bin/mm-stub $(DESTDIR)$(PREFIX)/bin/mm-stub
 
+# Removes this Lua's module, and the directories install made once empty.
+# The commands go with the last module: while one for another Lua remains,
+# mm stays, moved to a Lua that has its module if it ran on this one.
+LMODS = $(DESTDIR)$(dir $(LUA_LMOD))
 uninstall:
-	rm -rf $(DESTDIR)$(LUA_LMOD)/mm $(DESTDIR)$(LUA_CMOD)/mm/core.so $(DESTDIR)$(PREFIX)/bin/mm \
-	  $(DESTDIR)$(PREFIX)/bin/mm-stub $(DESTDIR)$(STUB_DIR)
+	rm -rf $(DESTDIR)$(LUA_LMOD)/mm $(DESTDIR)$(LUA_CMOD)/mm/core.so
+	@set -e; mm=$(DESTDIR)$(PREFIX)/bin/mm; \
+	has() { [ -f "$(LMODS)$$1/mm/init.lua" ]; }; \
+	if [ -f "$$mm" ]; then \
+	  ver=$$($$(sed -n '1s/^#!//p' "$$mm") -e 'io.write((_VERSION:gsub("^Lua ", "")))' 2>/dev/null) || ver=; \
+	  if [ -z "$$ver" ] || ! has "$$ver"; then \
+	    lua=; for v in 5.4 5.3 5.2 5.1; do \
+	      if has $$v; then lua=$$(command -v lua$$v || { [ $$v = 5.1 ] && command -v luajit; }) && break; fi; \
+	    done; \
+	    if [ -n "$$lua" ]; then echo "mm now runs on $$lua"; sed -i "1s|^#!.*|#!$$lua|" "$$mm"; \
+	    else echo "rm -f $$mm"; rm -f "$$mm"; fi; \
+	  fi; \
+	fi; \
+	if ! ls $(LMODS)*/mm/init.lua >/dev/null 2>&1; then \
+	  echo "rm -rf $(DESTDIR)$(PREFIX)/bin/mm-stub $(DESTDIR)$(STUB_DIR)"; \
+	  rm -rf $(DESTDIR)$(PREFIX)/bin/mm-stub $(DESTDIR)$(STUB_DIR); \
+	fi; \
+	for d in $(DESTDIR)$(LUA_CMOD)/mm $(DESTDIR)$(LUA_CMOD) $(DESTDIR)$(LUA_LMOD); do \
+	  [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d"; \
+	done; \
+	for d in $(LMODS) $(DESTDIR)$(dir $(LUA_CMOD)); do \
+	  case "$$d" in */lua/) [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d";; esac; \
+	done
 
 clean:
 	rm -rf build

@@ -1,6 +1,11 @@
 /*
  * Lua 5.1 / LuaJIT shims for the few 5.2+ API calls mm.core uses.
  * One header, so the rest of the C code is written against Lua 5.4.
+ *
+ * On 5.1 the core uses the plain 5.1 API only, even where LuaJIT 2.1 has
+ * the 5.2 call: PUC Lua 5.1 and LuaJIT search the same directories
+ * (/usr/local/lib/lua/5.1), so one core.so must load in both, whichever
+ * headers built it.
  */
 #ifndef MM_COMPAT_H
 #define MM_COMPAT_H
@@ -12,10 +17,7 @@
 
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 
-/* PUC 5.1 lacks these; LuaJIT 2.1's lauxlib.h has them, and luaL_newlib
- * tells the two apart without needing luajit.h. */
-#ifndef luaL_newlib
-static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+static void mm_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup + 1, "too many upvalues");
   for (; l->name != NULL; l++) {
     int i;
@@ -26,8 +28,11 @@ static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   lua_pop(L, nup);
 }
 
+/* replaces LuaJIT's declarations, if any, for the rest of the file */
+#undef luaL_setfuncs
+#define luaL_setfuncs mm_compat_setfuncs
+#undef luaL_newlib
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs((L), (l), 0))
-#endif /* !luaL_newlib */
 
 #endif /* LUA_VERSION_NUM == 501 */
 

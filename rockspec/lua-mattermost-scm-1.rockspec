@@ -18,11 +18,16 @@ dependencies = {
   "lua >= 5.1",
   "lua-cjson",
 }
+-- Only the library is looked for: luarocks searches <prefix>/include for
+-- headers, but Debian keeps curl.h under /usr/include/<multiarch>, which
+-- the compiler searches by itself. CURL_DIR= or CURL_INCDIR= point at
+-- another libcurl.
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  CURL = { library = "curl" },
 }
 build = {
   type = "builtin",
+  -- every lua/mm/*.lua (make lint checks that none is missing)
   modules = {
     mm = "lua/mm/init.lua",
     ["mm.args"] = "lua/mm/args.lua",
