@@ -27,12 +27,22 @@ local function fixtures_view()
                         session_token = u.session_token, csrf_token = u.csrf_token,
                         oauth_token = u.oauth_token, teams = next(teams) and teams or nil }
   end
-  for tname, t in pairs(fx.teams) do out.teams[tname] = { id = t.id, name = tname, members = t.members } end
+  for tname, t in pairs(fx.teams) do out.teams[tname] = { id = t.id, name = t.name or tname, members = t.members } end
+  -- commands family: live commands (with creator/team fixture names), channels, E
   for cname, c in pairs(fx.commands) do
     local live = state.command(c.id)
-    live.name = nil
+    live.creator, live.team = state.user_name(live.creator_id), c.team
+    for tname, t in pairs(fx.teams) do if t.id == live.team_id then live.team = tname end end
+    live.deleted = live.delete_at ~= 0
     out.commands[cname] = live
   end
+  out.channels = {}
+  for chname, c in pairs(fx.channels or {}) do
+    local ch = state.channel(c.id)
+    out.channels[chname] = { id = ch.id, name = ch.name, type = ch.type, team = c.team, team_id = ch.team_id,
+                             archived = ch.delete_at ~= 0, members = ch.members }
+  end
+  out.harness_url = state.harness_url()
   out.roles = fx.roles
   out.jobs = state.fixture_jobs_view()
   return out
