@@ -17,6 +17,14 @@ local function reply(status, value)
   return ngx.exit(status)
 end
 
+-- A JSON array: this cjson has no switch for empty tables, which it
+-- writes as {}.
+local function reply_list(list)
+  if #list > 0 then return reply(200, list) end
+  ngx.header["Content-Type"] = "application/json"
+  return ngx.print("[]")
+end
+
 local function fixtures_view()
   local fx = state.fixtures()
   local out = { users = {}, teams = {}, commands = {} }
@@ -86,6 +94,30 @@ local function handle(method, path)
       if not c then return reply(400, { error = err }) end
       c.grants = state.grants()
       return reply(200, c)
+    end
+  end
+  -- commands family: the command store, posts made by executed commands,
+  -- the harness endpoint E (harness.lua)
+  if path == "/__stub/commands" and method == "GET" then return reply_list(state.all_commands()) end
+  if path == "/__stub/posts" and method == "GET" then
+    -- props are objects even when empty: the default encoder, and [] by hand
+    local posts = state.log_list("posts")
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["X-Stub-Dropped"] = state.log_dropped("posts")
+    for n, p in ipairs(posts) do posts[n] = cjson.encode(p) end
+    return ngx.print("[" .. table.concat(posts, ",") .. "]")
+  end
+  if path == "/__stub/harness/requests" and method == "GET" then
+    ngx.header["X-Stub-Dropped"] = state.log_dropped("harness")
+    return reply_list(state.log_list("harness"))
+  end
+  if path == "/__stub/harness/reply" then
+    local harness = require "mmstub.harness"
+    if method == "GET" then return reply(200, harness.reply()) end
+    if method == "PUT" or method == "POST" then
+      local r, err = harness.set_reply(cjson.decode(api.body()))
+      if not r then return reply(400, { error = err }) end
+      return reply(200, r)
     end
   end
   if path == "/__stub/connections" and method == "GET" then return reply(200, state.connections()) end

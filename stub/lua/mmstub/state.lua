@@ -73,6 +73,7 @@ local function default_config()
     enterprise = boot.enterprise == true,
     download_export_results = boot.download_export_results == true, -- default false *(fork only)*
     enable_user_access_tokens = true,        -- PATs must work (§7 fixtures)
+    site_url = "http://mm.test",             -- ServiceSettings.SiteURL (families §6)
     strict_csrf = false,                     -- ExperimentalStrictCSRFEnforcement (§1.2)
     job_outcome = "success",
     job_steps = 1,                           -- GETs that see in_progress before the terminal one
@@ -106,6 +107,8 @@ local function check_patch(patch)
       if err then return err end
     elseif BOOLEANS[k] then
       if type(v) ~= "boolean" then return k .. " must be a boolean" end
+    elseif k == "site_url" then
+      if type(v) ~= "string" then return "site_url must be a string" end
     elseif k == "job_outcome" then
       if not OUTCOMES[v] then return "job_outcome must be success|error|warning|canceled|never" end
     elseif k == "job_steps" then
@@ -379,6 +382,18 @@ function M.reset_commands()
     cmd.url = cmd.url:gsub("{E}", M.harness_url())
     M.save_command(cmd)
   end
+end
+
+--- Record a post made by an executed command (GET /__stub/posts): `post`
+-- has channel_id, user_id, message and optionally root_id, type, props,
+-- ephemeral (sent to the caller only, SendEphemeralPost).
+function M.add_post(post)
+  M.log_push("posts", {
+    id = M.new_id(), create_at = M.now_ms(), channel_id = post.channel_id, root_id = post.root_id or "",
+    user_id = post.user_id, message = post.message, type = post.type or "",
+    props = post.props or {},
+    ephemeral = post.ephemeral == true,
+  })
 end
 
 function M.user_name(id) return users_by_id[id] end
