@@ -425,7 +425,12 @@ describe("PUT /api/v4/commands/{id}/regen_token", function()
     assert_error(regen("C_admin", "outsider"), 404, "store.sql_command.save.get.app_error")
     grant("manage_own_slash_commands", "manage_others_slash_commands")
     assert_error(regen("C_admin", "outsider"), 404, "store.sql_command.save.get.app_error")
-    assert_error(regen("C_t2", "basic"), 404, "store.sql_command.save.get.app_error")
+    -- a command of T2, where tadmin (team_admin on T only) is no member
+    local r = call("POST", "/api/v4/commands", { as = "sysadmin", body = cjson.encode({
+      team_id = fx.teams.T2.id, trigger = "t2cmd", method = "P", url = "http://e.test/h" }) })
+    assert.are.equal(201, r.status)
+    assert_error(regen(cjson.decode(r.body).id, "tadmin"), 404, "store.sql_command.save.get.app_error")
+    assert_token(regen("C_other", "tadmin"), fx.commands.C_other.token)
   end)
 
   it("case 37: junk id -> 400 invalid_url_param command_id", function()

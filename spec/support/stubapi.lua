@@ -57,11 +57,13 @@ function M.assert_error(r, status, id, message, detail)
   assert.are.equal("application/json", r.h["content-type"])
   local rid = r.h["x-request-id"]
   assert.is_truthy(rid and rid:match(M.ID_PATTERN), "X-Request-Id: " .. tostring(rid))
-  local pat = '^{"id":"([^"]*)","message":"([^"]*)","detailed_error":"([^"]*)",'
+  -- the message may hold escaped quotes: matched loosely, compared decoded
+  local pat = '^{"id":"([^"]*)","message":".*","detailed_error":"([^"]*)",'
     .. '"request_id":"([^"]*)","status_code":(%d+)}$'
-  local gid, gmsg, gdetail, grid, gstatus = r.body:match(pat)
+  local gid, gdetail, grid, gstatus = r.body:match(pat)
   assert.is_truthy(gid, "not an AppError body: " .. r.body)
   assert.are.equal(id, gid)
+  local gmsg = cjson.decode(r.body).message
   if message then assert.are.equal(message, gmsg) end
   assert.are.equal(detail or "", gdetail)
   assert.are.equal(rid, grid)
@@ -110,6 +112,49 @@ function M.list_json(jobs)
   local parts = {}
   for n, j in ipairs(jobs) do parts[n] = M.job_json(j) end
   return "[" .. table.concat(parts, ",") .. "]"
+end
+
+--- Epoch milliseconds, as the stub's create_at.
+function M.now_ms() return math.floor(require("socket").gettime() * 1000) end
+
+--- The keys of the JSON object `body` (top level only), in order.
+function M.keys(body)
+  local out, depth, i = {}, 0, 1
+  while i <= #body do
+    local c = body:sub(i, i)
+    if c == '"' then
+      local j = i + 1
+      while j <= #body and body:sub(j, j) ~= '"' do j = j + (body:sub(j, j) == "\\" and 2 or 1) end
+      if depth == 1 and body:sub(j + 1, j + 1) == ":" then out[#out + 1] = body:sub(i + 1, j - 1) end
+      i = j
+    elseif c == "{" or c == "[" then depth = depth + 1
+    elseif c == "}" or c == "]" then depth = depth - 1 end
+    i = i + 1
+  end
+  return out
+end
+
+--- Decode an application/x-www-form-urlencoded string: name -> list of
+-- values, in order.
+function M.form(s)
+  local out = {}
+  local function unescape(v)
+    return (v:gsub("%+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  for pair in (s or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k = unescape(k)
+    out[k] = out[k] or {}
+    table.insert(out[k], unescape(v))
+  end
+  return out
+end
+
+--- The value of header `name` (any case) in a list of {name, value}.
+function M.header(headers, name)
+  for _, h in ipairs(headers) do
+    if h[1]:lower() == name:lower() then return h[2] end
+  end
 end
 
 return M

@@ -122,9 +122,11 @@ function M.reply(ctx, status, body)
 end
 
 --- handleContextError: AppError JSON, no trailing newline; detailed_error
--- wiped unless EnableDeveloper (§1.4).
-local function app_error(ctx, status, id, detail, name)
-  local msg = assert(MESSAGES[id], id):gsub("{{%.Name}}", name or "")
+-- wiped unless EnableDeveloper (§1.4). `params` fills the message's
+-- {{.Key}} placeholders: a string is {{.Name}}, a table maps keys.
+local function app_error(ctx, status, id, detail, params)
+  if type(params) ~= "table" then params = { Name = params or "" } end
+  local msg = assert(MESSAGES[id], id):gsub("{{%.([%w_]+)}}", function(k) return params[k] end)
   if not ctx.cfg.developer then detail = "" end
   return response(status, json.app_error(id, msg, detail, ctx.request_id, status), copy_headers(ctx.headers))
 end
@@ -257,6 +259,30 @@ function M.body()
   return data
 end
 
+--- The request body decoded as json.NewDecoder(r.Body).Decode does behind
+-- http.MaxBytesReader (§1.3): the first JSON value as a tagged tree, or nil
+-- and the error response: 413 when the value needs more than BODY_LIMIT
+-- bytes, else 400 invalid_body_param naming `name`.
+function M.decode_body(ctx, name)
+  local too_large = "api.context.request_body_too_large.app_error"
+  if ngx.ctx.body_refused then return nil, app_error(ctx, 413, too_large, "http: request body too large") end
+  local body = M.body()
+  local node, err = json.decode_first(body:sub(1, BODY_LIMIT))
+  if node then return node end
+  if err == "eof" and #body > BODY_LIMIT then
+    return nil, app_error(ctx, 413, too_large, "http: request body too large")
+  end
+  return nil, app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", name)
+end
+
+--- r.URL.Query().Get(name): the first value, "" when absent (also for a
+-- bare `?name`).
+function M.query(name)
+  local v = ngx.req.get_uri_args(100)[name]
+  if type(v) == "table" then v = v[1] end
+  return type(v) == "string" and v or ""
+end
+
 -- ---------------------------------------------------------------- routing
 
 --- The catch-all Handle404 (§1.1): written directly, not through
@@ -315,11 +341,26 @@ function M.process(path, shown)
 end
 
 --- Record the request for GET /__stub/requests: method, URI as sent,
--- headers in wire order and the raw body.
+-- headers (M.request_headers) and the raw body.
+function M.record()
+  local body = M.body()
+  state.log_push("requests", {
+    method = ngx.req.get_method(), uri = ngx.var.request_uri, headers = M.request_headers(),
+    -- 2.0 for HTTP/2 (TLS listeners, ALPN h2), 1.1 / 1.0 otherwise; the
+    -- connection number as in GET /__stub/connections (streams share it)
+    http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
+    -- keep the log small: bodies over RECORD_LIMIT (64 KiB) are cut;
+    -- body_length is the length received
+    body = body:sub(1, RECORD_LIMIT),
+    body_length = ngx.ctx.body_refused and tonumber(ngx.var.http_content_length) or #body,
+  })
+end
+
+--- The request's headers as {{name, value}, ...} in wire order.
 -- HTTP/2 has no raw header block (ngx.req.raw_header refuses it): there the
 -- headers come from ngx.req.get_headers, names lowercase as h2 sends them,
 -- sorted by name (HPACK order is not observable), no pseudo-headers.
-function M.record()
+function M.request_headers()
   local headers = {}
   if ngx.req.http_version() == 2 then
     local all, names = ngx.req.get_headers(0, true), {}
@@ -336,17 +377,7 @@ function M.record()
       if name then headers[#headers + 1] = { name, value } end
     end
   end
-  local body = M.body()
-  state.log_push("requests", {
-    method = ngx.req.get_method(), uri = ngx.var.request_uri, headers = headers,
-    -- 2.0 for HTTP/2 (TLS listeners, ALPN h2), 1.1 / 1.0 otherwise; the
-    -- connection number as in GET /__stub/connections (streams share it)
-    http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
-    -- keep the log small: bodies over RECORD_LIMIT (64 KiB) are cut;
-    -- body_length is the length received
-    body = body:sub(1, RECORD_LIMIT),
-    body_length = ngx.ctx.body_refused and tonumber(ngx.var.http_content_length) or #body,
-  })
+  return headers
 end
 
 --- content_by_lua entry for location /api/v4/.

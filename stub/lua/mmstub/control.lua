@@ -17,6 +17,14 @@ local function reply(status, value)
   return ngx.exit(status)
 end
 
+-- A JSON array: this cjson has no switch for empty tables, which it
+-- writes as {}.
+local function reply_list(list)
+  if #list > 0 then return reply(200, list) end
+  ngx.header["Content-Type"] = "application/json"
+  return ngx.print("[]")
+end
+
 local function fixtures_view()
   local fx = state.fixtures()
   local out = { users = {}, teams = {}, commands = {} }
@@ -27,12 +35,22 @@ local function fixtures_view()
                         session_token = u.session_token, csrf_token = u.csrf_token,
                         oauth_token = u.oauth_token, teams = next(teams) and teams or nil }
   end
-  for tname, t in pairs(fx.teams) do out.teams[tname] = { id = t.id, name = tname, members = t.members } end
+  for tname, t in pairs(fx.teams) do out.teams[tname] = { id = t.id, name = t.name or tname, members = t.members } end
+  -- commands family: live commands (with creator/team fixture names), channels, E
   for cname, c in pairs(fx.commands) do
     local live = state.command(c.id)
-    live.name = nil
+    live.creator, live.team = state.user_name(live.creator_id), c.team
+    for tname, t in pairs(fx.teams) do if t.id == live.team_id then live.team = tname end end
+    live.deleted = live.delete_at ~= 0
     out.commands[cname] = live
   end
+  out.channels = {}
+  for chname, c in pairs(fx.channels or {}) do
+    local ch = state.channel(c.id)
+    out.channels[chname] = { id = ch.id, name = ch.name, type = ch.type, team = c.team, team_id = ch.team_id,
+                             archived = ch.delete_at ~= 0, members = ch.members }
+  end
+  out.harness_url = state.harness_url()
   out.roles = fx.roles
   out.jobs = state.fixture_jobs_view()
   return out
@@ -76,6 +94,30 @@ local function handle(method, path)
       if not c then return reply(400, { error = err }) end
       c.grants = state.grants()
       return reply(200, c)
+    end
+  end
+  -- commands family: the command store, posts made by executed commands,
+  -- the harness endpoint E (harness.lua)
+  if path == "/__stub/commands" and method == "GET" then return reply_list(state.all_commands()) end
+  if path == "/__stub/posts" and method == "GET" then
+    -- props are objects even when empty: the default encoder, and [] by hand
+    local posts = state.log_list("posts")
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["X-Stub-Dropped"] = state.log_dropped("posts")
+    for n, p in ipairs(posts) do posts[n] = cjson.encode(p) end
+    return ngx.print("[" .. table.concat(posts, ",") .. "]")
+  end
+  if path == "/__stub/harness/requests" and method == "GET" then
+    ngx.header["X-Stub-Dropped"] = state.log_dropped("harness")
+    return reply_list(state.log_list("harness"))
+  end
+  if path == "/__stub/harness/reply" then
+    local harness = require "mmstub.harness"
+    if method == "GET" then return reply(200, harness.reply()) end
+    if method == "PUT" or method == "POST" then
+      local r, err = harness.set_reply(cjson.decode(api.body()))
+      if not r then return reply(400, { error = err }) end
+      return reply(200, r)
     end
   end
   if path == "/__stub/connections" and method == "GET" then return reply(200, state.connections()) end

@@ -35,7 +35,8 @@ api.add_messages{
 -- Families §2.1: job type -> {read, create (also cancel), manage (PATCH
 -- status)} permission; a type missing from a column gets that column's 400.
 -- access_control_sync may also be created via manage_channel_access_rules
--- on the channel data.policy_id; the stub has no channels: manage_system only.
+-- on the channel data.policy_id; not emulated (no fixture channel grants
+-- it): manage_system only.
 local READ_PERM, CREATE_PERM, MANAGE_PERM = {}, {}, {}
 for _, row in ipairs({
   { "data_retention", "read_data_retention_job", "create_data_retention_job", "manage_data_retention_job" },

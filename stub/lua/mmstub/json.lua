@@ -182,10 +182,19 @@ end
 -- Returns the tagged tree, or nil and "eof" (input ended before the value
 -- did) or "syntax". Trailing bytes after the value are ignored (§2.1).
 function M.decode_first(s)
-  local ok, node = pcall(parse_value, s, 1, 0)
-  if ok then return node end
+  local ok, node, stop = pcall(parse_value, s, 1, 0)
+  if ok then return node, nil, stop end
   if node ~= "eof" and node ~= "syntax" then error(node, 0) end
   return nil, node
+end
+
+--- Decode `s` as exactly one JSON value, like Go's json.Unmarshal: only
+-- white space may follow it. Returns the tagged tree or nil, "eof"|"syntax".
+function M.decode_all(s)
+  local node, err, stop = M.decode_first(s)
+  if not node then return nil, err end
+  if not find(s, "^[ \t\n\r]*$", stop) then return nil, "syntax" end
+  return node
 end
 
 -- Is a number literal a valid Go int64 (strconv.ParseInt base 10)?
@@ -205,10 +214,11 @@ local JOB_FIELDS = {
 }
 
 -- Go matches a key to a field exactly first, then case-insensitively.
-local function field_for(key)
-  for _, f in ipairs(JOB_FIELDS) do if f[1] == key then return f end end
+local function field_for(key, fields)
+  fields = fields or JOB_FIELDS
+  for _, f in ipairs(fields) do if f[1] == key then return f end end
   local lk = key:lower()
-  for _, f in ipairs(JOB_FIELDS) do if f[1] == lk then return f end end
+  for _, f in ipairs(fields) do if f[1] == lk then return f end end
 end
 
 --- Decode a tagged tree into a Job the way json.Unmarshal(&model.Job) would.
@@ -245,6 +255,85 @@ function M.to_job(node)
   if bad then return nil end
   return job
 end
+
+-- Does a node fit Go's interface{} (map[string]any, []any, float64...)?
+-- Only a number beyond float64 fails.
+local function fits_any(node)
+  if node.kind == "number" then
+    local f = tonumber(node.raw)
+    return f > -math.huge and f < math.huge
+  end
+  for _, v in ipairs(node.vals or node.items or {}) do
+    if not fits_any(v) then return false end
+  end
+  return true
+end
+
+-- Decode one field value of Go kind `kind`; nil, "bad" on a type error.
+local function field_value(kind, v)
+  if kind == "string" then
+    if v.kind == "string" then return v.value end
+  elseif kind == "int" then
+    if v.kind == "number" and is_int64(v.raw) then return tonumber(v.raw) end
+  elseif kind == "bool" then
+    if v.kind == "bool" then return v.value end
+  elseif kind == "object" then -- a map[string]any or a struct pointer: kept as the node
+    if v.kind == "object" and fits_any(v) then return v end
+  elseif kind == "array" then -- a slice of struct pointers: objects (or null) only
+    if v.kind == "array" then
+      for _, item in ipairs(v.items) do
+        if item.kind ~= "object" and item.kind ~= "null" then return nil, "bad" end
+      end
+      if fits_any(v) then return v end
+    end
+  end
+  return nil, "bad"
+end
+
+--- Decode a tagged tree into a Go struct the way json.Unmarshal would.
+-- `fields` lists {json name, kind}: "string", "int" (int64), "bool",
+-- "object", "array" (kept as tagged nodes). Returns name -> value for the
+-- keys present (null keeps the zero value: the key is absent), or nil when
+-- Go reports an error (a non-object, a type mismatch).
+function M.to_struct(node, fields)
+  local out = {}
+  if node.kind == "null" then return out end
+  if node.kind ~= "object" then return nil end
+  local bad = false -- Go decodes on after a type error and reports it at the end
+  for n, key in ipairs(node.keys) do
+    local f, v = field_for(key, fields), node.vals[n]
+    if f and v.kind ~= "null" then
+      local value, err = field_value(f[2], v)
+      if err then bad = true else out[f[1]] = value end
+    end
+  end
+  if bad then return nil end
+  return out
+end
+
+-- model.Command [command-model], in field order.
+M.COMMAND_FIELDS = {
+  { "id", "string" }, { "token", "string" }, { "create_at", "int" }, { "update_at", "int" },
+  { "delete_at", "int" }, { "creator_id", "string" }, { "team_id", "string" }, { "trigger", "string" },
+  { "method", "string" }, { "username", "string" }, { "icon_url", "string" }, { "auto_complete", "bool" },
+  { "auto_complete_desc", "string" }, { "auto_complete_hint", "string" }, { "display_name", "string" },
+  { "description", "string" }, { "url", "string" }, { "plugin_id", "string" },
+  { "autocomplete_data", "object" }, { "autocomplete_icon_data", "string" },
+}
+-- model.CommandArgs [command-args]; SiteURL, T and the mention maps are json:"-".
+M.COMMAND_ARGS_FIELDS = {
+  { "user_id", "string" }, { "channel_id", "string" }, { "team_id", "string" }, { "root_id", "string" },
+  { "parent_id", "string" }, { "trigger_id", "string" }, { "command", "string" },
+}
+-- model.CommandMoveRequest *(fork only: model/command_request.go)*.
+M.COMMAND_MOVE_FIELDS = { { "team_id", "string" } }
+-- model.CommandResponse [command-response].
+M.COMMAND_RESPONSE_FIELDS = {
+  { "response_type", "string" }, { "text", "string" }, { "username", "string" }, { "channel_id", "string" },
+  { "icon_url", "string" }, { "type", "string" }, { "props", "object" }, { "goto_location", "string" },
+  { "trigger_id", "string" }, { "skip_slack_parsing", "bool" }, { "attachments", "array" },
+  { "extra_responses", "array" },
+}
 
 -- ---------------------------------------------------------------- encoding
 
@@ -293,6 +382,109 @@ function M.app_error(id, message, detail, request_id, status)
   if status and status ~= 0 then out[#out + 1] = ',"status_code":' .. int(status) end
   out[#out + 1] = "}"
   return concat(out)
+end
+
+-- Go's strconv.FormatFloat(f, 'f' or 'e', -1, 64) as encoding/json uses
+-- it for a float64: the shortest digits that read back as f; 'e' form
+-- below 1e-6 or from 1e21 on, with "e-07" shortened to "e-7".
+local function go_float(raw)
+  local f = tonumber(raw)
+  if f == 0 then return raw:sub(1, 1) == "-" and "-0" or "0" end
+  local p = 1
+  while p < 17 and tonumber(string.format("%." .. p .. "g", f)) ~= f do p = p + 1 end
+  local sign, d, frac, e = string.format("%." .. (p - 1) .. "e", f):match("^(-?)(%d)%.?(%d*)e([-+]%d+)$")
+  local digits, exp = (d .. frac):gsub("0+$", ""), tonumber(e)
+  if digits == "" then digits = "0" end
+  local abs = math.abs(f)
+  if abs < 1e-6 or abs >= 1e21 then
+    local m = digits:sub(1, 1) .. (#digits > 1 and ("." .. digits:sub(2)) or "")
+    local es = string.format("%02d", math.abs(exp))
+    if exp < 0 and es:sub(1, 1) == "0" then es = es:sub(2) end
+    return sign .. m .. "e" .. (exp < 0 and "-" or "+") .. es
+  end
+  if exp < 0 then return sign .. "0." .. string.rep("0", -exp - 1) .. digits end
+  if #digits <= exp + 1 then return sign .. digits .. string.rep("0", exp + 1 - #digits) end
+  return sign .. digits:sub(1, exp + 1) .. "." .. digits:sub(exp + 2)
+end
+
+--- Encode a tagged tree as Go re-encodes an interface{} value it decoded:
+-- objects as maps (keys sorted), numbers as float64.
+function M.value(node)
+  local k = node.kind
+  if k == "string" then return M.string(node.value) end
+  if k == "number" then return go_float(node.raw) end
+  if k == "bool" then return tostring(node.value) end
+  if k == "null" then return "null" end
+  local out = {}
+  if k == "array" then
+    for n, v in ipairs(node.items) do out[n] = M.value(v) end
+    return "[" .. concat(out, ",") .. "]"
+  end
+  local last, keys = {}, {} -- a repeated key: the last value wins
+  for n, key in ipairs(node.keys) do
+    if not last[key] then keys[#keys + 1] = key end
+    last[key] = node.vals[n]
+  end
+  sort(keys)
+  for n, key in ipairs(keys) do out[n] = M.string(key) .. ":" .. M.value(last[key]) end
+  return "{" .. concat(out, ",") .. "}"
+end
+
+--- Encode a model.Command in field order [command-model]; autocomplete_data
+-- and autocomplete_icon_data are omitempty and never stored, so left out.
+function M.command(c)
+  return concat({
+    '{"id":', M.string(c.id), ',"token":', M.string(c.token), ',"create_at":', int(c.create_at),
+    ',"update_at":', int(c.update_at), ',"delete_at":', int(c.delete_at),
+    ',"creator_id":', M.string(c.creator_id), ',"team_id":', M.string(c.team_id),
+    ',"trigger":', M.string(c.trigger), ',"method":', M.string(c.method),
+    ',"username":', M.string(c.username), ',"icon_url":', M.string(c.icon_url),
+    ',"auto_complete":', tostring(c.auto_complete == true),
+    ',"auto_complete_desc":', M.string(c.auto_complete_desc), ',"auto_complete_hint":', M.string(c.auto_complete_hint),
+    ',"display_name":', M.string(c.display_name), ',"description":', M.string(c.description),
+    ',"url":', M.string(c.url), ',"plugin_id":', M.string(c.plugin_id), "}",
+  })
+end
+
+--- Encode a list of commands ([] when empty).
+function M.commands(list)
+  local out = {}
+  for n, c in ipairs(list) do out[n] = M.command(c) end
+  return "[" .. concat(out, ",") .. "]"
+end
+
+local function node_or_null(node) return node and M.value(node) or "null" end
+
+--- Encode a model.CommandResponse [command-response]: all 12 keys,
+-- snake_case. props/attachments are tagged nodes (or nil: null);
+-- extra_responses a list of responses (or nil).
+function M.command_response(r)
+  local extra = "null"
+  if r.extra_responses then
+    local out = {}
+    for n, x in ipairs(r.extra_responses) do out[n] = M.command_response(x) end
+    extra = "[" .. concat(out, ",") .. "]"
+  end
+  return concat({
+    '{"response_type":', M.string(r.response_type or ""), ',"text":', M.string(r.text or ""),
+    ',"username":', M.string(r.username or ""), ',"channel_id":', M.string(r.channel_id or ""),
+    ',"icon_url":', M.string(r.icon_url or ""), ',"type":', M.string(r.type or ""),
+    ',"props":', node_or_null(r.props), ',"goto_location":', M.string(r.goto_location or ""),
+    ',"trigger_id":', M.string(r.trigger_id or ""), ',"skip_slack_parsing":', tostring(r.skip_slack_parsing == true),
+    ',"attachments":', node_or_null(r.attachments), ',"extra_responses":', extra, "}",
+  })
+end
+
+--- Encode []model.AutocompleteSuggestion: no json tags, so the Go field
+-- names are the keys (families §3.5).
+function M.suggestions(list)
+  local out = {}
+  for n, x in ipairs(list) do
+    out[n] = concat({ '{"Complete":', M.string(x.complete), ',"Suggestion":', M.string(x.suggestion),
+                      ',"Hint":', M.string(x.hint), ',"Description":', M.string(x.description),
+                      ',"IconData":', M.string(x.icon_data or ""), "}" })
+  end
+  return "[" .. concat(out, ",") .. "]"
 end
 
 return M

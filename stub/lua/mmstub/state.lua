@@ -1,5 +1,5 @@
 -- Stub state: fixtures (read-only, loaded once in init_by_lua), the live
--- config and everything that changes (jobs, command tokens, role grants,
+-- config and everything that changes (jobs, commands, role grants,
 -- rate-limit buckets, logs) in lua_shared_dicts, so it survives across
 -- requests and is fresh on every start. reset() puts it all back.
 local cjson = require "cjson.safe"
@@ -73,6 +73,7 @@ local function default_config()
     enterprise = boot.enterprise == true,
     download_export_results = boot.download_export_results == true, -- default false *(fork only)*
     enable_user_access_tokens = true,        -- PATs must work (§7 fixtures)
+    site_url = "http://mm.test",             -- ServiceSettings.SiteURL (families §6)
     strict_csrf = false,                     -- ExperimentalStrictCSRFEnforcement (§1.2)
     job_outcome = "success",
     job_steps = 1,                           -- GETs that see in_progress before the terminal one
@@ -85,6 +86,7 @@ function M.reset()
   M.clear_jobs() -- before mm_state is flushed: it lists the generated export files
   dict:flush_all(); jobs:flush_all(); conns:flush_all(); logs:flush_all()
   dict:flush_expired(); jobs:flush_expired(); conns:flush_expired(); logs:flush_expired()
+  M.reset_commands()
   dict:set("config", cjson.encode(default_config()))
   dict:set("version_hash", ngx.md5(tostring(ngx.now()) .. tostring(math.random())))
   ngx.update_time()
@@ -105,6 +107,8 @@ local function check_patch(patch)
       if err then return err end
     elseif BOOLEANS[k] then
       if type(v) ~= "boolean" then return k .. " must be a boolean" end
+    elseif k == "site_url" then
+      if type(v) ~= "string" then return "site_url must be a string" end
     elseif k == "job_outcome" then
       if not OUTCOMES[v] then return "job_outcome must be success|error|warning|canceled|never" end
     elseif k == "job_steps" then
@@ -165,11 +169,16 @@ end
 local ALPHABET = "ybndrfg8ejkmcpqxot1uwisza345h769"
 local urandom
 
+--- `n` random bytes.
+function M.random_bytes(n)
+  urandom = urandom or assert(io.open("/dev/urandom", "rb"))
+  return urandom:read(n)
+end
+
 --- model.NewId() (§1.5): base32 of 16 random bytes with Mattermost's
 -- alphabet, no padding, 26 characters.
 function M.new_id()
-  urandom = urandom or assert(io.open("/dev/urandom", "rb"))
-  local b = { urandom:read(16):byte(1, 16) }
+  local b = { M.random_bytes(16):byte(1, 16) }
   b[17] = 0 -- padding byte: the last char carries 3 data bits + 2 zero bits
   local out, acc, nbits = {}, 0, 0
   for i = 1, 17 do
@@ -182,6 +191,12 @@ function M.new_id()
     end
   end
   return table.concat(out)
+end
+
+--- model.IsValidId (§1.5): 26 letters or digits (the stub: ASCII ones;
+-- route patterns admit nothing else anyway).
+function M.is_valid_id(v)
+  return #v == 26 and not v:find("[^%w]")
 end
 
 --- model.GetMillis(): epoch milliseconds.
@@ -235,37 +250,159 @@ function M.has_permission(session, perm)
   return roles_have(session.roles, perm)
 end
 
---- SessionHasPermissionToTeam: system roles pass everywhere, then the
--- member's roles on that team *(fork only: app/authorization.go)*.
+--- SessionHasPermissionToTeam *(fork only: app/authorization.go)*: never
+-- for team "" (not even a system admin); else the member's roles on that
+-- team, then the system roles.
 function M.has_team_permission(session, team_id, perm)
-  if roles_have(session.roles, perm) then return true end
-  for _, team in pairs(fixtures.teams) do
-    if team.id == team_id then
-      return roles_have(team.members[session.username], perm)
+  if team_id == "" then return false end
+  local team = M.team(team_id)
+  if team and roles_have(team.members[session.username], perm) then return true end
+  return roles_have(session.roles, perm)
+end
+
+-- ---------------------------------------------------------------- users, teams, channels
+
+local function user_view(name)
+  local u = fixtures.users[name]
+  return u and { id = u.id, username = name, roles = u.roles }
+end
+
+--- A fixture user by id: {id, username, roles}, or nil.
+function M.user(id)
+  local name = users_by_id[id]
+  return name and user_view(name)
+end
+
+--- A fixture team by id: {id, key, name, members = {username = roles}}, or nil.
+function M.team(id)
+  for key, t in pairs(fixtures.teams) do
+    if t.id == id then return { id = t.id, key = key, name = t.name or key, members = t.members } end
+  end
+end
+
+--- A fixture channel by id: {id, key, team_id ("" for DM/GM), type, name,
+-- delete_at, members = {username = roles}}, or nil.
+function M.channel(id)
+  for key, c in pairs(fixtures.channels or {}) do
+    if c.id == id then
+      return { id = c.id, key = key, team_id = c.team and fixtures.teams[c.team].id or "", type = c.type,
+               name = c.name, delete_at = c.delete_at or 0, members = c.members or {} }
     end
   end
-  return false
+end
+
+--- Channels of a team, in no particular order.
+function M.team_channels(team_id)
+  local out = {}
+  for key in pairs(fixtures.channels or {}) do
+    local c = M.channel(fixtures.channels[key].id)
+    if c.team_id == team_id then out[#out + 1] = c end
+  end
+  return out
+end
+
+--- SessionHasPermissionToChannel *(fork only: app/authorization.go)*: an
+-- unknown channel is refused to everyone; then the channel roles of a
+-- member, manage_system, the team check (team channels) or system roles.
+function M.has_channel_permission(session, channel_id, perm)
+  local ch = M.channel(channel_id)
+  if not ch then return false end
+  if roles_have(ch.members[session.username], perm) then return true end
+  if roles_have(session.roles, "manage_system") then return true end
+  if ch.team_id ~= "" then return M.has_team_permission(session, ch.team_id, perm) end
+  return roles_have(session.roles, perm)
 end
 
 -- ---------------------------------------------------------------- commands
+-- The command store (families §3): every command, live or soft-deleted, as
+-- a model.Command record under "cmd:<id>", and "cmd_ids" (creation order:
+-- the order of a store query without ORDER BY *(inferred)*).
 
---- Command by id with its live token, or nil.
+local COMMAND_DEFAULTS = {
+  token = "", create_at = 0, update_at = 0, delete_at = 0, creator_id = "", team_id = "", trigger = "",
+  method = "", username = "", icon_url = "", auto_complete = false, auto_complete_desc = "",
+  auto_complete_hint = "", display_name = "", description = "", url = "", plugin_id = "",
+}
+
+--- The URL of the harness endpoint E (served by the stub, harness.lua).
+function M.harness_url()
+  return "http://127.0.0.1:" .. tostring(boot.port) .. "/__harness/E"
+end
+
+--- Command record by id (deleted ones too), or nil.
 function M.command(id)
-  for name, c in pairs(fixtures.commands) do
-    if c.id == id then
-      return {
-        name = name, id = c.id, token = dict:get("cmdtoken:" .. c.id) or c.token,
-        creator = c.creator, creator_id = fixtures.users[c.creator].id,
-        team = c.team, team_id = fixtures.teams[c.team].id,
-        trigger = c.trigger, deleted = c.deleted == true,
-      }
+  local s = dict:get("cmd:" .. id)
+  return s and cjson.decode(s)
+end
+
+--- Insert or replace a command record.
+function M.save_command(cmd)
+  local key = "cmd:" .. cmd.id
+  if not dict:get(key) then
+    local ids = cjson.decode(dict:get("cmd_ids") or "[]")
+    ids[#ids + 1] = cmd.id
+    dict:set("cmd_ids", cjson.encode(ids))
+  end
+  assert(dict:set(key, cjson.encode(cmd)))
+end
+
+--- Every stored command, in creation order.
+function M.all_commands()
+  local out = {}
+  for _, id in ipairs(cjson.decode(dict:get("cmd_ids") or "[]")) do out[#out + 1] = M.command(id) end
+  return out
+end
+
+--- CommandStore.GetByTeam: the team's live commands (delete_at 0).
+function M.team_commands(team_id)
+  local out = {}
+  for _, c in ipairs(M.all_commands()) do
+    if c.team_id == team_id and c.delete_at == 0 then out[#out + 1] = c end
+  end
+  return out
+end
+
+-- Fixture commands into the store (reset); "{E}" in a url is the harness.
+function M.reset_commands()
+  dict:delete("cmd_ids")
+  local names = {}
+  for name in pairs(fixtures.commands) do names[#names + 1] = name end
+  local function created(name) return fixtures.commands[name].create_at or 0 end
+  table.sort(names, function(a, b) return created(a) < created(b) or (created(a) == created(b) and a < b) end)
+  local now = M.now_ms()
+  for _, name in ipairs(names) do
+    local f, cmd = fixtures.commands[name], { id = fixtures.commands[name].id }
+    for k, v in pairs(COMMAND_DEFAULTS) do
+      if f[k] ~= nil then cmd[k] = f[k] else cmd[k] = v end
     end
+    if cmd.create_at == 0 then cmd.create_at = now end
+    if cmd.update_at == 0 then cmd.update_at = cmd.create_at end
+    if f.deleted and cmd.delete_at == 0 then cmd.delete_at = cmd.update_at end
+    cmd.creator_id, cmd.team_id = fixtures.users[f.creator].id, fixtures.teams[f.team].id
+    cmd.url = cmd.url:gsub("{E}", M.harness_url())
+    M.save_command(cmd)
   end
 end
 
-function M.set_command_token(id, token) dict:set("cmdtoken:" .. id, token) end
+--- Record a post made by an executed command (GET /__stub/posts): `post`
+-- has channel_id, user_id, message and optionally root_id, type, props,
+-- ephemeral (sent to the caller only, SendEphemeralPost).
+function M.add_post(post)
+  M.log_push("posts", {
+    id = M.new_id(), create_at = M.now_ms(), channel_id = post.channel_id, root_id = post.root_id or "",
+    user_id = post.user_id, message = post.message, type = post.type or "",
+    props = post.props or {},
+    ephemeral = post.ephemeral == true,
+  })
+end
 
 function M.user_name(id) return users_by_id[id] end
+
+--- The id of the fixture user `name`, or nil.
+function M.user_id_by_name(name)
+  local u = fixtures.users[name]
+  return u and u.id
+end
 
 -- ---------------------------------------------------------------- jobs
 
