@@ -818,6 +818,15 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
+/* Whether the answer stopped inside its header block (a status line
+ * came, the blank line ending the headers did not). */
+static int headers_cut(const mm_slot *s) {
+  const char *h = s->head.data;
+  size_t n = s->head.len;
+  if (n == 0) return 0;
+  return !((n >= 2 && memcmp(h + n - 2, "\n\n", 2) == 0) || (n >= 4 && memcmp(h + n - 4, "\r\n\r\n", 4) == 0));
+}
+
 static const char *error_kind(CURLcode rc, const mm_slot *s) {
   curl_off_t pretransfer_us = 0;
   switch (rc) {
@@ -847,9 +856,9 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_FILESIZE_EXCEEDED:
       return "too_large";
     case CURLE_OUT_OF_MEMORY:
-      /* libcurl's own cap on one header line ("Avoided giant realloc
-       * for header") reports as out of memory. */
-      return strstr(s->errbuf, "header") != NULL ? "too_large" : "curl";
+      /* libcurl's own cap on one header line (100 KiB) reports as out of
+       * memory, in the middle of the header block. */
+      return headers_cut(s) ? "too_large" : "curl";
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -933,6 +942,8 @@ static int push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
   if (s->too_large)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes, headers %d bytes)",
                     (int)s->max_body, (int)MM_MAX_HEADERS);
+  else if (rc == CURLE_OUT_OF_MEMORY && headers_cut(s))
+    lua_pushliteral(L, "a response header line is longer than libcurl accepts (100 KiB)");
   else if (s->file_errno)
     lua_pushfstring(L, "cannot write %s: %s", s->out_path, strerror(s->file_errno));
   else if (rc == CURLE_FILESIZE_EXCEEDED)

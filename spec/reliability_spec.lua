@@ -1,0 +1,202 @@
+-- Work is never lost (issue 10): results as they arrive, cancelled items,
+-- interrupts, bounded waits, error kinds that say what happened, and no
+-- process-wide surprises. Each numbered problem of the issue is a case
+-- here that failed on the code before it.
+local mm = require "mm"
+local socket = require "socket"
+local stub = require "support.stubctl"
+local clients = require "support.client"
+local raises = require("support.check").raises
+
+local fx
+
+local function cmd(name) return fx.commands[name].id end
+
+local function timed(f)
+  local t0 = socket.gettime()
+  local a, b = f()
+  return a, b, socket.gettime() - t0
+end
+
+-- The token the stub holds now for fixture command `name`.
+local function live_token(name)
+  return stub.fixtures().commands[name].token
+end
+
+before_each(function()
+  stub.reset()
+  fx = clients.fixtures()
+end)
+
+describe("results as they arrive", function()
+  it("on_result(i, value, err) is called once per item as each answer arrives", function()
+    local c = clients.new()
+    local ids = { cmd("C_admin"), "4xp9fdt7pbgium38k8k9kdzdwe", cmd("C_other") }
+    local seen = {}
+    local results, failed = c:regen_tokens(ids, { concurrency = 1, on_result = function(i, value, err)
+      -- the value is final when it is reported: the stub holds that token already
+      if value then assert.equal(value, live_token(i == 1 and "C_admin" or "C_other")) end
+      seen[#seen + 1] = { i, value, err and err.status }
+    end })
+    assert.equal(1, failed)
+    assert.same({ { 1, results[1] }, { 2, nil, 404 }, { 3, results[3] } }, seen)
+  end)
+
+  it("a list with holes is an argument error, and nothing is sent", function()
+    local c = clients.new()
+    raises("bad argument #1 to 'regen_tokens' %(a list without holes expected %(2 items, highest index 3%)%)",
+      c.regen_tokens, c, { [1] = cmd("C_admin"), [3] = cmd("C_other") })
+    raises("bad argument #1 to 'batch' %(a list expected %(key x%)%)",
+      c.batch, c, { x = { "get_job", cmd("C_admin") } })
+    assert.same({}, stub.requests())
+  end)
+end)
+
+describe("issue 10 #3: closing the client from a callback", function()
+  it("items that never started come back as 'canceled' and count as failed; no holes", function()
+    local c = clients.new()
+    local ids = { cmd("C_admin"), cmd("C_other"), cmd("C_basic") }
+    local results, failed = c:regen_tokens(ids, { concurrency = 1, on_progress = function(done)
+      if done == 1 then c:close() end
+    end })
+    assert.equal(2, failed)
+    assert.equal(3, #results)
+    assert.equal(live_token("C_admin"), results[1])
+    for i = 2, 3 do
+      assert.is_true(mm.is_error(results[i]))
+      assert.equal("canceled", results[i].kind)
+      assert.equal(0, results[i].attempts)
+      assert.matches("not sent: the client was closed", results[i].message, 1, true)
+    end
+    -- the other two were never sent
+    assert.equal(1, #stub.requests())
+  end)
+
+  it("an item in flight when the client closes comes back as 'aborted'", function()
+    local c = clients.fault("slow_headers:1")
+    local ids = { cmd("C_admin"), cmd("C_other") }
+    local results, failed = c:batch({ { "get_job", "4xp9fdt7pbgium38k8k9kdzdwe" }, { "regen_token", ids[1] },
+      { "regen_token", ids[2] } }, { concurrency = 2, on_result = function(i) if i == 1 then c:close() end end })
+    assert.equal(3, failed)
+    assert.equal(404, results[1].status)
+    assert.equal("aborted", results[2].kind)
+    assert.equal(1, results[2].attempts)
+    assert.equal("canceled", results[3].kind)
+  end)
+end)
+
+describe("a Lua error while a batch runs", function()
+  it("propagates, leaves nothing in flight and the client usable", function()
+    local c = clients.fault("slow_headers:0.3")
+    local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other"), cmd("C_basic") }, {
+      concurrency = 2, on_result = function() error("boom in on_result") end,
+    })
+    assert.is_false(ok)
+    assert.matches("boom in on_result", msg)
+    assert.same({ 0, 0 }, { c._core:pending() })
+    assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
+  end)
+end)
+
+describe("interrupts through a signal watcher", function()
+  it("a SIGINT mid-batch: no new request, the one in flight finishes, the rest is canceled", function()
+    local watcher = mm.catch_signals{ "INT" }
+    local c = clients.fault("slow_headers:0.5", "sysadmin", { interrupt = watcher })
+    local names = { "C_admin", "C_other", "C_basic" }
+    local ids = {}
+    for i, n in ipairs(names) do ids[i] = cmd(n) end
+    -- the signal arrives while the second request is in flight
+    os.execute("(sleep 0.7; kill -INT " .. clients.pid() .. ") >/dev/null 2>&1 &")
+    local results, failed = c:regen_tokens(ids, { concurrency = 1 })
+    local sig = watcher:caught()
+    watcher:close()
+    assert.equal("INT", sig)
+    assert.equal(1, failed)
+    assert.equal(live_token("C_admin"), results[1])
+    assert.equal(live_token("C_other"), results[2]) -- in flight at the signal: finished, not lost
+    assert.equal("canceled", results[3].kind)
+    assert.equal(2, #stub.requests())
+  end)
+
+  it("a single call waiting for its retry stops at the signal with the last error", function()
+    local watcher = mm.catch_signals{ "TERM" }
+    local c = clients.fault("503", "sysadmin", { interrupt = watcher, retries = 3, max_retry_wait = 5 })
+    os.execute("(sleep 0.3; kill -TERM " .. clients.pid() .. ") >/dev/null 2>&1 &")
+    local _, err, dt = timed(function() return c:get_job("4xp9fdt7pbgium38k8k9kdzdwe") end)
+    assert.equal("TERM", (watcher:caught()))
+    watcher:close()
+    assert.equal(503, err.status)
+    assert.is_true(dt < 2, "took " .. dt)
+    -- and once the watcher has caught a signal, nothing more is sent
+    local before = #stub.requests()
+    local _, err2 = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal("canceled", err2.kind)
+    assert.equal(before, #stub.requests())
+  end)
+end)
+
+describe("issue 10 #4: wait_job is bounded by its timeout", function()
+  it("returns 'wait_timeout' after the timeout even when a poll never answers", function()
+    local c = clients.fault("slow_headers:30", "sysadmin", { timeout = 4 })
+    local done, err, dt = timed(function() return c:wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 1 }) end)
+    assert.is_nil(done)
+    assert.equal("wait_timeout", err.kind)
+    assert.is_true(dt >= 0.99 and dt < 1.6, "took " .. dt)
+    assert.equal("timeout", err.cause.kind) -- the poll cut short by the deadline
+  end)
+
+  it("a retry that would outlast the deadline is not waited for", function()
+    local c = clients.fault("503", "sysadmin", { retries = 5, max_retry_wait = 10 })
+    local _, err, dt = timed(function() return c:wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 0.5 }) end)
+    assert.is_true(dt < 1, "took " .. dt)
+    assert.is_true(err.kind == "wait_timeout" or err.status == 503, tostring(err))
+  end)
+end)
+
+describe("error kinds say what happened", function()
+  it("an answer that is not HTTP is 'protocol'", function()
+    local _, err = clients.fault("not_http"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal("protocol", err.kind)
+  end)
+
+  it("one header line over libcurl's limit is 'too_large'", function()
+    local _, err = clients.fault("huge_header:200"):get_job(fx.jobs.J1.id)
+    assert.equal("too_large", err.kind)
+  end)
+
+  it("a Content-Length over max_body is refused at once, before the body comes", function()
+    local c = clients.fault("slow_body:3", "sysadmin", { max_body = 1024, timeout = 10 })
+    local _, err, dt = timed(function() return c:get_jobs{ per_page = 200 } end)
+    assert.equal("too_large", err.kind)
+    assert.is_true(dt < 1, "took " .. dt)
+  end)
+end)
+
+describe("no process-wide surprises", function()
+  it("mm.defaults is read-only", function()
+    raises("mm.defaults is read%-only", function() mm.defaults.timeout = 1 end)
+    assert.equal(30, mm.defaults.timeout)
+  end)
+
+  it("each client draws its own retry jitter, whatever math.randomseed says", function()
+    local waits = {}
+    for k = 1, 2 do
+      math.randomseed(1)
+      local lines = {}
+      local c = clients.fault("503", "sysadmin", { retries = 1, max_retry_wait = 1,
+        debug = function(line) lines[#lines + 1] = line end })
+      c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+      for _, l in ipairs(lines) do waits[k] = waits[k] or l:match("^retrying in (%S+) s") end
+    end
+    assert.is_string(waits[1])
+    assert.are_not.equal(waits[1], waits[2])
+  end)
+
+  it("scrubbing a short token never garbles other text", function()
+    stub.config{ developer = true }
+    local c = clients.new(nil, { token = "c" })
+    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    assert.equal("api.context.session_expired.app_error", err.id)
+    assert.equal("token=[redacted]", err.detailed_error)
+  end)
+end)

@@ -1,0 +1,45 @@
+--- Clients for the specs: made against the stub, as a fixture user, with
+-- retries off unless asked (a spec that wants retries says so).
+-- @usage
+-- local clients = require "support.client"
+-- local c = clients.new("sysadmin", { timeout = 2 })
+-- local f = clients.fault("slow_headers:1", "sysadmin")
+local mm = require "mm"
+local stub = require "support.stubctl"
+
+local M = {}
+
+local fixtures -- read once: the fixture ids and tokens never change
+
+--- The stub's fixtures (users, teams, commands, jobs, ...).
+function M.fixtures()
+  fixtures = fixtures or stub.fixtures()
+  return fixtures
+end
+
+--- A client for fixture user `user` (default sysadmin); opts as mm.new's
+-- (url defaults to the stub, retries to 0).
+function M.new(user, opts)
+  opts = opts or {}
+  opts.url = opts.url or stub.url
+  opts.token = opts.token or M.fixtures().users[user or "sysadmin"].token
+  if opts.retries == nil then opts.retries = 0 end
+  return mm.new(opts)
+end
+
+--- A client whose requests meet the stub's fault mode `mode`.
+function M.fault(mode, user, opts)
+  opts = opts or {}
+  opts.url = stub.url .. "/__fault/" .. mode
+  return M.new(user, opts)
+end
+
+--- This process's id (to signal ourselves from a child).
+function M.pid()
+  local f = assert(io.open("/proc/self/stat", "rb"))
+  local pid = f:read("*l"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+return M
