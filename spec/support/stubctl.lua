@@ -31,6 +31,22 @@ function M.requests() return call("GET", "/__stub/requests") end
 function M.connections() return call("GET", "/__stub/connections") end
 function M.redirect_log() return call("GET", "/__stub/redirect_log") end
 function M.job(id) return call("GET", "/__stub/jobs/" .. id) end
+-- Commands as stored (deleted ones too), in creation order.
+function M.commands() return call("GET", "/__stub/commands") end
+-- Posts made by executed commands; what the harness endpoint E received;
+-- E's next answers ({status=, content_type=, body=, unreachable=}).
+function M.posts() return call("GET", "/__stub/posts") end
+function M.harness_requests() return call("GET", "/__stub/harness/requests") end
+function M.harness_reply(patch) return call("PUT", "/__stub/harness/reply", patch) end
+-- Adds permissions to a role (families §6: +own, +others on team_user).
+function M.grant(role, permissions) return M.config{ grant = { role = role, permissions = permissions } } end
+
+-- The stored command with this id, or nil.
+function M.command(id)
+  for _, c in ipairs(M.commands()) do
+    if c.id == id then return c end
+  end
+end
 
 -- The value of a header in a recorded request (names compared without case).
 function M.header(req, name)
