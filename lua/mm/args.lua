@@ -100,12 +100,18 @@ function T.method(v)
     .. (type(v) == "string" and ("'" .. v .. "'") or typename(v))
 end
 
+-- IsValidHTTPURL [utils.go]: the prefix "http://" or "https://" exactly
+-- (compared case-sensitively), then what url.ParseRequestURI needs: a
+-- host once any userinfo is taken off, a numeric port, %-escapes that
+-- decode before the query.
 function T.url(v)
   local s, why = text("url", v, 1, 1024)
   if not s then return nil, why end
-  local scheme, host = s:match("^(%a+)://([^/?#]*)")
-  scheme = scheme and scheme:lower()
-  if (scheme ~= "http" and scheme ~= "https") or not host or host == "" or find(s, "[%s%c]") then
+  local authority = s:match("^https?://([^/?#]*)")
+  local hostport = authority and authority:gsub("^.*@", "")
+  local port = hostport and (hostport:match("^%[.*%](.*)$") or hostport:match("^[^:]*(.*)$"))
+  if not hostport or hostport == "" or not port:find("^:?%d*$") or find(s, "[%s%c]")
+     or find(s:match("^[^?]*"):gsub("%%%x%x", ""), "%", 1, true) then
     return nil, "url must start with http:// or https:// and name a host, got '" .. s:sub(1, 60) .. "'"
   end
   return s
