@@ -86,11 +86,16 @@ function T.string(v) return text("value", v, 0) end
 function T.nonempty(v) return text("value", v, 1) end
 
 -- Command fields, as Command.IsValid checks them (contract families 3.1).
+-- The trigger rule is the newest server's, ^[A-Za-z0-9_./-]+$ (fork
+-- only); older servers refused only a space, so against them this also
+-- refuses triggers (accents, '?', tabs) they would take.
 function T.trigger(v)
   local s, why = text("trigger", v, 1, 128)
   if not s then return nil, why end
   if s:sub(1, 1) == "/" then return nil, "trigger must not start with '/'" end
-  if find(s, "[%s%c]") then return nil, "trigger must not contain white space or control characters" end
+  if find(s, "[^A-Za-z0-9_./%-]") then
+    return nil, "trigger must be ASCII letters, digits, '_', '.', '/' or '-'"
+  end
   return s
 end
 
