@@ -193,12 +193,18 @@ local COMMAND = {
   { "display_name", "display_name" }, { "description", "description" }, { "url", "url" },
   { "plugin_id", "string" },
 }
-local function command_schema(required)
+local function command_schema(required, without)
   local fields = {}
-  for i, f in ipairs(COMMAND) do fields[i] = { f[1], f[2], required[f[1]] or nil } end
+  for _, f in ipairs(COMMAND) do
+    if not (without and without[f[1]]) then fields[#fields + 1] = { f[1], f[2], required[f[1]] or nil } end
+  end
   return schema(fields)
 end
-S.new_command = command_schema{ team_id = true, trigger = true, method = true, url = true }
+-- A new command has no id (the server fails with 500 on one, families
+-- 3.2 step 6), no times (the server's; a delete_at would make it deleted
+-- at once) and no plugin_id (refused beside the creator the server sets).
+S.new_command = command_schema({ team_id = true, trigger = true, method = true, url = true },
+  { id = true, create_at = true, update_at = true, delete_at = true, plugin_id = true })
 -- PUT replaces the whole command (contract families 3.7): every field
 -- the server takes from the body must be there, or it would be blanked.
 S.command = command_schema{
