@@ -472,6 +472,7 @@ local function check_batch_options(fname, opts)
   end
   return c
 end
+M.check_batch_options = check_batch_options
 
 -- The length of a list, or nil and why when it is not one (holes, other keys).
 local function list_length(t)
@@ -484,6 +485,7 @@ local function list_length(t)
   if n ~= max then return nil, ("a list without holes expected (%d items, highest index %d)"):format(n, max) end
   return n
 end
+M.list_length = list_length
 
 local unpack = table.unpack or unpack
 

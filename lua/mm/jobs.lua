@@ -105,8 +105,13 @@ function M.rotate_team_tokens(self, team_id, opts)
       return nil, argmsg("rotate_team_tokens", 2, ("option '%s' must be a %s"):format(k, ROTATE_OPTIONS[k]))
     end
   end
+  -- every option checked before the listing is sent
+  local _, cwhy = client.check_batch_options("rotate_team_tokens", { concurrency = opts.concurrency })
+  if cwhy then return nil, cwhy end
   local wanted
   if opts.commands then
+    local _, lwhy = client.list_length(opts.commands)
+    if lwhy then return nil, argmsg("rotate_team_tokens", 2, "option 'commands' must be a list of ids: " .. lwhy) end
     wanted = {}
     for i, id in ipairs(opts.commands) do
       local _, w = args.types.id(id)
