@@ -133,11 +133,14 @@ function M.rotate_team_tokens(self, team_id, opts)
     end
   end
   local on_result = opts.on_result
-  for id in pairs(wanted or {}) do
-    local e = errors.new{ kind = "not_found", method = "GET", path = "/api/v4/commands",
-      message = "command " .. id .. " is not a custom command of team " .. team_id .. " that this user may manage" }
-    failed[#failed + 1] = { id = id, error = e }
-    if on_result then on_result({ id = id }, nil, e) end
+  -- the ones not listed, in the order given
+  for _, id in ipairs(wanted and opts.commands or {}) do
+    if wanted[id] then
+      local e = errors.new{ kind = "not_found", method = "GET", path = "/api/v4/commands",
+        message = "command " .. id .. " is not a custom command of team " .. team_id .. " that this user may manage" }
+      failed[#failed + 1] = { id = id, error = e }
+      if on_result then on_result({ id = id }, nil, e) end
+    end
   end
   local rotated = {}
   local items, conc = client.prepare_batch(self, "rotate_team_tokens", "regen_token", ids,
