@@ -180,7 +180,11 @@ end
 for _, row in ipairs(endpoints.rows) do
   local function call(self, ...) return invoke(self, row, ...) end
   method(row.name, call)
-  for _, alias in ipairs(row.aliases or {}) do method(alias, call) end
+  for _, alias in ipairs(row.aliases or {}) do
+    -- the same row, but errors name the function the caller used
+    local named = setmetatable({ name = alias }, { __index = row })
+    method(alias, function(self, ...) return invoke(self, named, ...) end)
+  end
 end
 
 method("wait_job", jobs.wait_job)
