@@ -274,7 +274,13 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 -- @function Client:create_command
 -- @tparam table command `team_id`, `trigger`, `method` (`"P"` or `"G"`),
 -- `url` required; `display_name`, `description`, `username`, `icon_url`,
--- `auto_complete`, `auto_complete_desc`, `auto_complete_hint`, `creator_id`, `token` optional
+-- `auto_complete`, `auto_complete_desc`, `auto_complete_hint`, `creator_id`, `token` optional.
+-- Checked as the server would: `trigger` 1-128 ASCII letters, digits,
+-- `_ . / -`, not starting with `/` (the server lower-cases it); `url`
+-- `http://` or `https://` with a host, at most 1024 bytes;
+-- `display_name` at most 64 bytes, `description` 128; text valid UTF-8
+-- without NUL bytes. Any other field (`id`, the times, `plugin_id`) is
+-- an error.
 -- @return the command (with its token)
 
 --- Lists a team's commands: `GET /api/v4/commands`.
@@ -353,12 +359,15 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 --- Gives every custom command of a team a new token (or those listed).
 -- @function Client:rotate_team_tokens
 -- @tparam string team_id
--- @tparam[opt] table opts `commands` (ids to rotate; default all the
--- team's custom commands this user may manage), `concurrency`,
+-- @tparam[opt] table opts `commands` (a list of ids to rotate; default
+-- all the team's custom commands this user may manage), `concurrency`,
 -- `on_result(command, token, err)` (called as each answer arrives: record
 -- the token at once)
 -- @return rotated, failed: lists of `{id, trigger, token}` and `{id,
--- trigger, error}`; or nil and an error when the commands cannot be listed
+-- trigger, error}`, in the order the answers came; listed ids that are
+-- not among the team's commands this user may manage come first in
+-- `failed`, in the order given, with kind `"not_found"` and no request
+-- sent for them. Or nil and an error when the commands cannot be listed.
 
 --- Any other `/api/v4` route, with the same errors, retries, scrubbing,
 -- timeouts and debug log.
