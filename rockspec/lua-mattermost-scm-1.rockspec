@@ -25,6 +25,7 @@ build = {
   type = "builtin",
   modules = {
     mm = "lua/mm/init.lua",
+    ["mm.pacer"] = "lua/mm/pacer.lua",
     ["mm.core"] = {
       sources = { "csrc/mm_core.c" },
       incdirs = { "csrc", "$(CURL_INCDIR)" },
