@@ -156,6 +156,37 @@ if c32 then
 end
 target(("RSS growth over %s calls"):format(fmt_int(num("mem_n"))), ("%s KiB"):format(fmt_int(rss_growth)),
   "< 1024 KiB", rss_growth < 1024, ("over by %s KiB"):format(fmt_int(rss_growth - 1024)))
+local rss_target = #targets
+
+-- Rate limiting (bench/ratelimit.lua): keys rl_<scenario>_<key>; missing
+-- when the run failed or an older results file is read.
+local function rl(name, k) return R["rl_" .. name .. "_" .. k] end
+local function rl_num(name, k) return tonumber(rl(name, k)) end
+local RL_TARGETS = {
+  { "fast", "2,000 calls, 100/s burst 50" },
+  { "default", "300 calls, 10/s burst 100 (default)" },
+}
+local rl_result = {}
+for _, t in ipairs(RL_TARGETS) do
+  local name = t[1]
+  local secs, minimum, fail = rl_num(name, "seconds"), rl_num(name, "minimum_s"), rl_num(name, "fail")
+  local what = ("rate limit: %s, `regen_tokens` c=%s"):format(t[2], rl(name, "conc") or "16")
+  if secs and minimum and fail then
+    local goal = 1.15 * minimum
+    local miss = {}
+    if fail > 0 then
+      miss[#miss + 1] = ("%d of %d calls failed (%s); %s requests refused"):format(fail, rl_num(name, "n"),
+        rl(name, "fail_kinds"), rl(name, "refused"))
+    end
+    if secs > goal then miss[#miss + 1] = ("%.2f s over"):format(secs - goal) end
+    target(what, ("%.2f s, %d failed"):format(secs, fail), ("0 failed, <= %.2f s"):format(goal),
+      fail == 0 and secs <= goal, table.concat(miss, "; "))
+  else
+    target(what, "n/a", "0 failed, <= 1.15x the limiter's minimum", false,
+      rl(name, "error") or R.rl_error or "not measured")
+  end
+  rl_result[name] = targets[#targets][4]
+end
 
 ---------------------------------------------------------------------------
 -- Output
@@ -192,7 +223,16 @@ for _, c in ipairs(concs) do
 end
 srow(("RSS growth, %s calls"):format(fmt_int(num("mem_n"))), fmt_int(rss_growth) .. " KiB",
   ("%s -> %s KiB"):format(fmt_int(num("mem_rss_before_kib")), fmt_int(num("mem_rss_after_kib"))), "",
-  "< 1024 KiB", targets[#targets][4])
+  "< 1024 KiB", targets[rss_target][4])
+for _, t in ipairs(RL_TARGETS) do
+  local name = t[1]
+  local secs, minimum = rl_num(name, "seconds"), rl_num(name, "minimum_s")
+  srow(("rate limit %s/s burst %s, %s calls"):format(rl(name, "per_sec") or "?", rl(name, "burst") or "?",
+      rl(name, "n") or "?"),
+    secs and ("%.2f s, %s failed"):format(secs, rl(name, "fail")) or "n/a",
+    minimum and ("limiter min %.1f s"):format(minimum) or "", secs and minimum and ratio(secs / minimum) or "",
+    "0 failed, <= 1.15x", rl_result[name])
+end
 local widths = {}
 for _, r in ipairs(summary) do
   for i, cell in ipairs(r) do widths[i] = math.max(widths[i] or 0, #cell) end
@@ -360,6 +400,35 @@ row({ "peak RSS (VmHWM)", fmt_int(num("mem_hwm_kib")) .. " KiB" })
 row({ "Lua heap before / after", ("%s / %s KiB"):format(fmt_int(num("mem_lua_heap_before_kib")),
   fmt_int(num("mem_lua_heap_after_kib"))) })
 row({ "calls failed", R.mem_fail or "?" })
+w()
+
+w("## 5. Rate limiting")
+w()
+w("Against the stub (`bin/mm-stub`, its emulation of Mattermost's limiter), from `bench/ratelimit.lua`. Each run "
+  .. "starts on a reset stub (a full bucket) with a new client and the library's defaults; the ids are the stub's "
+  .. (R.rl_commands or "?") .. " fixture commands, repeated. \"Requests\" reached the stub (its request log), "
+  .. "\"refused\" is requests less calls that succeeded. The limiter's minimum is (calls - burst) / rate; "
+  .. "the target is 0 failed within 1.15x of it. The `paced` rows are a diagnostic: `mm.pacer` driving single "
+  .. "requests (concurrency 1) over the client's C handle, the pacing alone against the real stub, whatever the "
+  .. "batch loop does.")
+w()
+if R.rl_error then w("**bench/ratelimit.lua failed: " .. R.rl_error .. ".**") w() end
+head({ "run", "calls", "concurrency", "limiter", "seconds", "vs limiter's minimum", "failed", "requests", "refused" })
+for _, name in ipairs{ "nolimit", "fast", "default", "paced_fast", "paced_default" } do
+  local secs, minimum = rl_num(name, "seconds"), rl_num(name, "minimum_s")
+  local label = name:find("^paced") and "(diagnostic) mm.pacer, single requests" or "mm `regen_tokens`"
+  if rl(name, "error") then
+    row({ label, "", "", "", "n/a", "", "", "", (rl(name, "error"):gsub("|", "\\|")) })
+  elseif secs then
+    local per_sec = rl_num(name, "per_sec") or 0
+    row({ label, fmt_int(rl_num(name, "n")), rl(name, "conc"),
+      per_sec > 0 and ("%s/s burst %s"):format(rl(name, "per_sec"), rl(name, "burst")) or "none",
+      ("%.3f"):format(secs), minimum and ("%.3fx of %.1f s"):format(secs / minimum, minimum) or "",
+      rl(name, "fail") .. (rl(name, "fail") ~= "0" and " (" .. rl(name, "fail_kinds") .. ")" or ""),
+      fmt_int(rl_num(name, "attempts")) .. ((rl_num(name, "log_dropped") or 0) > 0 and " (log full: at least)" or ""),
+      fmt_int(rl_num(name, "refused")) })
+  end
+end
 w()
 
 local af = io.open("bench/ANALYSIS.md")

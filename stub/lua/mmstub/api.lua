@@ -12,6 +12,7 @@
 local state = require "mmstub.state"
 local json = require "mmstub.json"
 local files = require "mmstub.files"
+local gcra = require "mmstub.gcra"
 
 local M = {}
 
@@ -141,34 +142,25 @@ M.permission_error = permission_error
 
 -- ---------------------------------------------------------------- rate limiting
 
--- throttled's GCRA as used by RateLimitHandler (§1.3, case 44): quota
--- PerSec/MaxBurst, keyed by remote address (VaryByRemoteAddr). Returns the
--- X-Ratelimit-* headers and whether the request is limited.
+-- RateLimitHandler (§1.3, case 44): throttled's GCRA (gcra.lua) keyed by
+-- remote address (VaryByRemoteAddr), the bucket's theoretical arrival time
+-- in the shared dict, in nanoseconds since the last reset (which empties
+-- every bucket). Returns the X-Ratelimit-* headers and whether the request
+-- is limited.
 local function rate_limit(rl)
   local dict = state.dict()
   local key = "rl:" .. ngx.var.remote_addr
   ngx.update_time()
-  local now = ngx.now()
-  local emission = 1 / rl.per_sec
-  local dvt = emission * (rl.burst + 1)     -- delay variation tolerance
-  local tat = dict:get(key) or now
-  local new_tat = math.max(tat, now) + emission
-  local diff = now - (new_tat - dvt)
-  local limited, retry_after, ttl = diff < 0, -1
-  if limited then
-    retry_after, ttl = -diff, tat - now
-  else
-    ttl = new_tat - now
-    dict:set(key, new_tat, math.ceil(ttl) + 1)
-  end
-  local remaining, next_ = 0, dvt - ttl
-  if next_ > -emission then remaining = math.floor(next_ / emission + 1e-9) end
+  local now = math.floor((ngx.now() - dict:get("reset_at")) * 1e9 + 0.5)
+  local limited, tat, limit, remaining, reset, retry_after = gcra.check(rl.per_sec, rl.burst, dict:get(key), now)
+  -- kept a little past its use, as memstore's TTL would: an expired bucket is a full one
+  if tat then dict:set(key, tat, math.ceil((tat - now) / 1e9) + 1) end
   local h = {
-    { "X-Ratelimit-Limit", tostring(rl.burst + 1) },
-    { "X-Ratelimit-Remaining", tostring(math.max(remaining, 0)) },
-    { "X-Ratelimit-Reset", tostring(math.ceil(ttl - 1e-9)) },
+    { "X-Ratelimit-Limit", tostring(limit) },
+    { "X-Ratelimit-Remaining", tostring(remaining) },
+    { "X-Ratelimit-Reset", tostring(reset) },
   }
-  if retry_after >= 0 then h[#h + 1] = { "Retry-After", tostring(math.max(1, math.ceil(retry_after - 1e-9))) } end
+  if limited then h[#h + 1] = { "Retry-After", tostring(retry_after) } end
   return h, limited
 end
 
