@@ -339,6 +339,12 @@ local function stop_error(self, kind, message, method, url)
   }
 end
 
+--- Seconds this client is holding requests back for the server's rate
+-- limiter (0 when it is not), e.g. for a status line.
+function Client:holding()
+  return self._pacer:holding(monotime())
+end
+
 -- Whether the client's signal watcher has caught a signal.
 local function interrupted(self)
   local w = self._interrupt
@@ -398,7 +404,10 @@ local function perform(self, row, method, url, body, ropts, deadline)
     return nil, stop_error(self, "canceled", "not sent: interrupted", method, url)
   end
   while true do
-    if p.active then
+    -- a single call skips the pacer while no limiter has been seen (the
+    -- path measured against a C floor); an answer with the limiter's
+    -- headers switches it on
+    if not p.fast then
       local why = hold(self, deadline)
       if why == "canceled" then return nil, stop_error(self, why, "not sent: interrupted", method, url) end
       if why then
@@ -420,7 +429,7 @@ local function perform(self, row, method, url, body, ropts, deadline)
     end
     if log then log_response(self, resp, cerr, monotime() - t0) end
     local status = resp and resp.status
-    if p.active or status == 429 or (resp and resp.captured) then note(self, monotime(), resp) end
+    if not p.fast or status == 429 or (resp and resp.captured) then note(self, monotime(), resp) end
     local value, err, extra = outcome(self, read, method, url, resp, cerr)
     if not err then return value, nil, extra end
     err.attempts = n
@@ -564,7 +573,7 @@ local function run_batch(self, items, conc, on_result, on_progress)
     end
     local now = monotime()
     local status = resp and resp.status
-    if p.active or status == 429 or (resp and resp.captured) then note(self, now, resp) end
+    note(self, now, resp)
     local value, err = outcome(self, it.row.read, it.method, it.url, resp, cerr)
     if not err then return finish(i, value) end
     err.attempts = it.sent
@@ -619,16 +628,14 @@ local function run_batch(self, items, conc, on_result, on_progress)
       end
       local hold_for
       if not stopping then
-        local limit = p.active and p:concurrency(conc) or conc
+        local limit = p:concurrency(conc)
         while inflight < limit and qhead <= qtail do
-          if p.active then
-            local d = p:delay(now)
-            if d > 0 then
-              hold_for = d
-              break
-            end
-            p:sent(now)
+          local d = p:delay(now)
+          if d > 0 then
+            hold_for = d
+            break
           end
+          p:sent(now)
           local i = queue[qhead]
           queue[qhead] = nil
           qhead = qhead + 1
