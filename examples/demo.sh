@@ -19,3 +19,6 @@ echo "== rotate a slash command's token (examples/rotate_token.lua)"
 echo
 echo "== rotate several at once; the deleted command fails with the server's 404"
 "$LUA" examples/rotate_token.lua "$MM_COMMAND_ID" "$MM_COMMAND_ID2" "$MM_DELETED_ID" || true
+echo
+echo "== rotate every custom command of a team (examples/rotate_team.lua)"
+"$LUA" examples/rotate_team.lua "$MM_TEAM_ID"

@@ -50,6 +50,14 @@ describe("results as they arrive", function()
       c.batch, c, { x = { "get_job", cmd("C_admin") } })
     assert.same({}, stub.requests())
   end)
+
+  it("a script's `arg` (keys 0 and -1 besides the list) is a list", function()
+    local c = clients.new()
+    local list = { [-1] = "lua5.4", [0] = "script.lua", cmd("C_admin"), cmd("C_other") }
+    local results, failed = c:regen_tokens(list)
+    assert.equal(0, failed)
+    assert.equal(2, #results)
+  end)
 end)
 
 describe("issue 10 #3: closing the client from a callback", function()

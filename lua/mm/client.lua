@@ -483,13 +483,18 @@ local function check_batch_options(fname, opts)
 end
 M.check_batch_options = check_batch_options
 
--- The length of a list, or nil and why when it is not one (holes, other keys).
+-- The length of a list, or nil and why when it is not one (holes, other
+-- keys). Keys 0 and below (the script's `arg` has them) and `n` (of
+-- table.pack) are not items.
 local function list_length(t)
   local n, max = 0, 0
   for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or floor(k) ~= k then return nil, "a list expected (key " .. tostring(k) .. ")" end
-    n = n + 1
-    if k > max then max = k end
+    if type(k) == "number" and floor(k) == k and k >= 1 then
+      n = n + 1
+      if k > max then max = k end
+    elseif not (k == "n" or (type(k) == "number" and k <= 0)) then
+      return nil, "a list expected (key " .. tostring(k) .. ")"
+    end
   end
   if n ~= max then return nil, ("a list without holes expected (%d items, highest index %d)"):format(n, max) end
   return n
