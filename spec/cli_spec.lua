@@ -2,103 +2,39 @@
 -- runs this spec (make test-all runs it on each): bin/mm runs on all of
 -- them. It finds the core make builds for that Lua in the checkout.
 -- Run: bin/mm-stub run -- spec/run lua5.4 /usr/bin/busted spec/cli_spec.lua
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local cjson = require "cjson"
+local cli = require "support.mmcli"
+local S = require "support.stubapi"
 
--- A shell command's output and exit status (portable: os.execute and
--- pclose report differently across Lua versions).
-local function sh(cmd)
-  local p = io.popen(cmd .. "; echo \"exit $?\"")
-  local out = p:read("*a")
-  p:close()
-  local text, code = out:match("^(.-)exit (%d+)\n$")
-  return tonumber(code), text
-end
-
--- This Lua as make knows it: its interpreter, version and headers.
-local VERSION = _VERSION:match("%d+%.%d+")
-local LUA = rawget(_G, "jit") and { name = "luajit", incdir = "/usr/include/luajit-2.1" }
-            or { name = "lua" .. VERSION, incdir = "/usr/include/lua" .. VERSION }
+local sh, q, tmpfile, slurp, LUA = cli.sh, cli.q, cli.tmpfile, cli.slurp, cli.LUA
 
 do
   -- without the settings of a calling make (make test LUA_VERSION=5.3)
   local code, out = sh(("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s all "
-    .. "LUA_VERSION=%s LUA_NAME=%s LUA_INCDIR=%s 2>&1"):format(VERSION, LUA.name, LUA.incdir))
+    .. "LUA_VERSION=%s LUA_NAME=%s LUA_INCDIR=%s 2>&1"):format(cli.VERSION, LUA.name, LUA.incdir))
   assert(code == 0, "building mm.core for " .. LUA.name .. " failed:\n" .. out)
 end
 
 local mm = require "mm" -- this Lua's build, for the version bin/mm must print
 
-local URL = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STUB_URL unset)")
+local URL = S.URL
 local unpack = table.unpack or unpack -- luacheck: compat
 local ZERO_ID = ("a"):rep(26) -- well-formed, never issued by the stub
 
-local function control(method, path, body)
-  local chunks = {}
-  local _, status = http.request{
-    url = URL .. path, method = method, sink = ltn12.sink.table(chunks),
-    source = body and ltn12.source.string(body),
-    headers = body and { ["content-type"] = "application/json", ["content-length"] = #body },
-  }
-  assert(status == 200, "control " .. path .. ": " .. tostring(status))
-  return cjson.decode(table.concat(chunks))
-end
+local control = S.control
 
-local fx = control("GET", "/__stub/fixtures")
+local fx = S.reset()
 
 -- Every credential the stub knows: no run of bin/mm may print any of them.
-local SECRETS = { "zz3kq8bogustokenbogus5yyyy" }
+cli.secrets = { "zz3kq8bogustokenbogus5yyyy" }
 for _, u in pairs(fx.users) do
   for _, k in ipairs{ "token", "session_token", "csrf_token", "oauth_token" } do
-    if u[k] then SECRETS[#SECRETS + 1] = u[k] end
+    if u[k] then cli.secrets[#cli.secrets + 1] = u[k] end
   end
 end
+local SECRETS = cli.secrets
 
-local tmpfiles = {}
-local function tmpfile(content)
-  local name = os.tmpname()
-  tmpfiles[#tmpfiles + 1] = name
-  if content then
-    local f = assert(io.open(name, "wb"))
-    f:write(content)
-    f:close()
-  end
-  return name
-end
-
-local function slurp(name)
-  local f = assert(io.open(name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- Runs bin/mm (or script) with args and exactly the MM_* variables in env
--- (a variable set to false there is unset); returns { code, out, err }.
--- Checks on every run that no credential was printed.
-local function mm_run(args, env, script)
-  local parts = { "env -u MM_URL -u MM_TOKEN -u MM_DEBUG" }
-  for k, v in pairs(env or {}) do
-    if not v then parts[#parts + 1] = "-u " .. k end
-  end
-  for k, v in pairs(env or {}) do
-    if v then parts[#parts + 1] = q(k .. "=" .. v) end
-  end
-  parts[#parts + 1] = LUA.name .. " " .. q(script or "bin/mm")
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  local out, err = tmpfile(), tmpfile()
-  local code = sh(table.concat(parts, " ") .. " >" .. out .. " 2>" .. err .. " </dev/null")
-  assert(code < 128, "bin/mm killed by signal " .. (code - 128))
-  local r = { code = code, out = slurp(out), err = slurp(err) }
-  for _, s in ipairs(SECRETS) do
-    assert(not r.out:find(s, 1, true), "a token was printed on stdout: " .. r.out)
-    assert(not r.err:find(s, 1, true), "a token was printed on stderr: " .. r.err)
-  end
-  return r
-end
+local function mm_run(args, env, script) return cli.run(args, env, { script = script }) end
 
 -- As a fixture user: the URL from MM_URL, the token from MM_TOKEN.
 local function as(user, args) return mm_run(args, { MM_URL = URL, MM_TOKEN = fx.users[user].token }) end
@@ -120,11 +56,9 @@ end
 local C = {}
 for name, c in pairs(fx.commands) do C[name] = c.id end
 
-before_each(function() control("POST", "/__stub/reset") end)
+before_each(S.reset)
 
-teardown(function()
-  for _, name in ipairs(tmpfiles) do os.remove(name) end
-end)
+teardown(cli.cleanup)
 
 describe("mm help", function()
   it("documents the commands, options and exit codes in --help, -h and help", function()
@@ -502,24 +436,10 @@ describe("mm output", function()
   it("keeps --json valid UTF-8 when the server's page is not", function()
     -- a proxy's Latin-1 error page ("Passerelle échouée"), for every attempt
     local page = "<html><head><title>Passerelle \233chou\233e</title></head></html>"
-    local server = [[
-      local s = assert(require("socket").bind("127.0.0.1", 0))
-      s:settimeout(10)
-      print((select(2, s:getsockname()))); io.stdout:flush()
-      for _ = 1, 3 do
-        local c = s:accept()
-        if not c then break end
-        c:settimeout(10)
-        repeat local line = c:receive("*l") until not line or line == ""
-        c:send("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
-          .. "Connection: close\r\nContent-Length: " .. #PAGE .. "\r\n\r\n" .. PAGE)
-        c:close()
-      end]]
-    local p = io.popen(LUA.name .. " -e " .. q("PAGE = " .. ("%q"):format(page) .. server))
-    local port = assert(tonumber(p:read("*l")), "the one-off server did not start")
-    local r = mm_run({ "get-job", ZERO_ID, "--json" },
-                     { MM_URL = "http://127.0.0.1:" .. port, MM_TOKEN = fx.users.sysadmin.token })
-    p:close()
+    local answer = { status = 502, type = "text/html; charset=iso-8859-1", body = page }
+    local url, done = cli.fake{ answer, answer, answer }
+    local r = mm_run({ "get-job", ZERO_ID, "--json" }, { MM_URL = url, MM_TOKEN = fx.users.sysadmin.token })
+    done()
     assert.are.equal(1, r.code, r.err)
     assert.is_falsy(r.out:find("[\128-\255]"), r.out) -- the page had no other non-ASCII
     local e = one_json(r).error
