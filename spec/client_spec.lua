@@ -3,7 +3,9 @@
 -- the numbered cases of its section 7.
 local mm = require "mm"
 local stub = require "support.stubctl"
-local raises = require("support.check").raises
+local check = require "support.check"
+
+local raises, assert_http_error = check.raises, check.http_error
 
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
@@ -17,18 +19,6 @@ local function client(user, opts)
 end
 
 local function cmd(name) return fx.commands[name].id end
-
-local function assert_http_error(err, status, id)
-  assert.is_true(mm.is_error(err), "expected an mm error, got " .. tostring(err))
-  assert.equal("http", err.kind)
-  assert.equal(status, err.status)
-  assert.equal(id, err.id)
-  if id then
-    assert.equal(status, err.status_code)
-    assert.matches(ALPHABET, err.request_id)
-    assert.equal(26, #err.request_id)
-  end
-end
 
 before_each(function()
   stub.reset()
