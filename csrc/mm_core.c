@@ -818,6 +818,12 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
+/* Whether the answer's header block ended (its blank line came). */
+static int head_complete(const mm_buf *h) {
+  return (h->len >= 2 && memcmp(h->data + h->len - 2, "\n\n", 2) == 0) ||
+         (h->len >= 4 && memcmp(h->data + h->len - 4, "\r\n\r\n", 4) == 0);
+}
+
 static const char *error_kind(CURLcode rc, const mm_slot *s) {
   curl_off_t pretransfer_us = 0;
   switch (rc) {
@@ -847,9 +853,18 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_FILESIZE_EXCEEDED:
       return "too_large";
     case CURLE_OUT_OF_MEMORY:
-      /* libcurl's own cap on one header line ("Avoided giant realloc
-       * for header") reports as out of memory. */
-      return strstr(s->errbuf, "header") != NULL ? "too_large" : "curl";
+      /* libcurl's own cap on one header line (CURL_MAX_HTTP_HEADER)
+       * reports as out of memory: "Avoided giant realloc for header" in
+       * old versions, no message at all from the dynbuf code of later
+       * ones (8.6 has CURLE_TOO_LARGE). An allocation failing while the
+       * header block is still coming is taken for it. */
+      return strstr(s->errbuf, "header") != NULL || (s->errbuf[0] == '\0' && !head_complete(&s->head))
+                 ? "too_large"
+                 : "curl";
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE:
+      return "too_large";
+#endif
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -937,6 +952,8 @@ static int push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
     lua_pushfstring(L, "cannot write %s: %s", s->out_path, strerror(s->file_errno));
   else if (rc == CURLE_FILESIZE_EXCEEDED)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes)", (int)s->max_body);
+  else if (strcmp(kind, "too_large") == 0) /* libcurl's cap on one header line */
+    lua_pushfstring(L, "response header line longer than libcurl's limit (%d bytes)", (int)CURL_MAX_HTTP_HEADER);
   else if (rc == CURLE_ABORTED_BY_CALLBACK)
     lua_pushliteral(L, "transfer aborted before its answer was complete");
   else

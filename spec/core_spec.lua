@@ -609,6 +609,21 @@ describe("core answers no sane server gives", function()
     assert.equal(52, err.curl_code) -- CURLE_GOT_NOTHING
   end)
 
+  it("a header line over libcurl's limit (100 KiB) is kind 'too_large'", function()
+    local srv = rawserver.start{ answer("[]", "X-Big: " .. ("a"):rep(100 * 1024) .. "\r\n"),
+                                 answer("[]", "X-Big: " .. ("a"):rep(99 * 1024) .. "\r\n") }
+    local c = core.new{}
+    local r, err = c:request("GET", srv.url .. "/x")
+    assert.is_nil(r)
+    assert.equal("too_large", err.kind)
+    assert.equal("response header line longer than libcurl's limit (102400 bytes)", err.message)
+    -- CURLE_OUT_OF_MEMORY before libcurl 8.6, CURLE_TOO_LARGE since
+    assert.is_true(err.curl_code == 27 or err.curl_code == 100, tostring(err.curl_code))
+    r = assert(c:request("GET", srv.url .. "/x"))
+    srv:finish()
+    assert.equal(99 * 1024, #core.parse_headers(r.head)["x-big"])
+  end)
+
   it("headers over 256 KiB in all are kind 'too_large'", function()
     local line = "X-Many: " .. ("b"):rep(1000) .. "\r\n"
     local srv = rawserver.start{ answer("[]", line:rep(300)), answer("[]", line:rep(200)) }
