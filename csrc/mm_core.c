@@ -876,9 +876,11 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_BAD_CONTENT_ENCODING:
       return "protocol";
     case CURLE_UNSUPPORTED_PROTOCOL:
-      /* URLs are checked before they get here; what is left is an answer
-       * that is not HTTP ("Received HTTP/0.9 when not allowed"). */
-      return strstr(s->errbuf, "HTTP/0.9") != NULL ? "protocol" : "url";
+      /* Before the request went out, the URL's scheme; after it, an
+       * answer that is not HTTP ("Received HTTP/0.9 when not allowed",
+       * "Unsupported HTTP version in response"). */
+      curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+      return pretransfer_us == 0 ? "url" : "protocol";
     case CURLE_URL_MALFORMAT:
       return "url";
     case CURLE_ABORTED_BY_CALLBACK:

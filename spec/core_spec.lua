@@ -603,6 +603,18 @@ describe("core answers no sane server gives", function()
     assert.matches("HTTP/0%.9", err.message)
   end)
 
+  it("a status line libcurl cannot read is kind 'protocol'; a URL it cannot use, 'url'", function()
+    local srv = rawserver.start{ "HTTP/1.1 abc\r\nContent-Length: 0\r\n\r\n" }
+    local _, err = core.new{}:request("GET", srv.url .. "/x")
+    srv:finish()
+    assert.same({ kind = "protocol", curl_code = 1, message = "Unsupported HTTP version in response" }, err)
+    _, err = core.new{}:request("GET", "ftp://127.0.0.1/x")
+    assert.equal("url", err.kind)
+    assert.equal(1, err.curl_code) -- CURLE_UNSUPPORTED_PROTOCOL, as above
+    _, err = core.new{}:request("GET", "http://[::1/x")
+    assert.equal("url", err.kind)
+  end)
+
   it("a connection closed without a byte is kind 'network'", function()
     local _, err = new():request("GET", fault("close_before", "/jobs"))
     assert.equal("network", err.kind)
