@@ -169,7 +169,11 @@ static void buf_reset(mm_buf *b) {
 /* Opens a new temporary file beside s->out_path; 0 or an errno. The
  * name is fresh (O_EXCL) and made from the client's counter, the time
  * and the slot, so concurrent downloads never share one; the mode
- * 0666 lets the umask decide, as for any file the user creates. */
+ * 0666 lets the umask decide, as for any file the user creates. Only
+ * MM_TMP_BASE bytes of the target's name go into it: with the 37 bytes
+ * added at most, it stays within NAME_MAX (255) whatever the target's
+ * length. */
+#define MM_TMP_BASE 200
 static int out_open(mm_slot *s, unsigned long *counter) {
   const char *path = s->out_path, *slash = strrchr(path, '/');
   size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0, n = strlen(path) + 64;
@@ -179,7 +183,7 @@ static int out_open(mm_slot *s, unsigned long *counter) {
   for (attempt = 0; attempt < 100; attempt++) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(s->tmp_path, n, "%.*s.%s.mm-%lx%lx%x.part", (int)dirlen, path, path + dirlen,
+    snprintf(s->tmp_path, n, "%.*s.%.*s.mm-%lx%lx%x.part", (int)dirlen, path, MM_TMP_BASE, path + dirlen,
              ++*counter, (unsigned long)ts.tv_nsec, (unsigned)s->index);
     s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (s->fd >= 0) return 0;

@@ -94,6 +94,13 @@ describe("download_job to a file", function()
     assert.equal(SIZE, files.size(name))
   end)
 
+  it("a file name as long as the file system allows", function()
+    local target = dir .. "/" .. ("x"):rep(251) .. ".zip"
+    assert.equal(SIZE, client():download_job(export(), target))
+    assert.equal(SIZE, files.size(target))
+    assert.same({ ("x"):rep(251) .. ".zip" }, files.list(dir))
+  end)
+
   it("retries a download whose connection dropped, with nothing left from the first attempt", function()
     local target = dir .. "/export.zip"
     local n = fault("flaky_close:1", { retries = 1 }):download_job(export(), target)
