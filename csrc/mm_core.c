@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -174,10 +175,18 @@ static void buf_reset(mm_buf *b) {
  * added at most, it stays within NAME_MAX (255) whatever the target's
  * length. */
 #define MM_TMP_BASE 200
+/* The file_errno of a target that exists and is not a regular file. */
+#define MM_NOT_REGULAR (-1)
 static int out_open(mm_slot *s, unsigned long *counter) {
   const char *path = s->out_path, *slash = strrchr(path, '/');
   size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0, n = strlen(path) + 64;
   int attempt;
+  struct stat st;
+  /* Only a regular file (or nothing) is replaced: the rename would swap
+   * a device, FIFO or socket node itself (root's /dev/null), and fail
+   * on a directory only after the whole transfer. A symbolic link is
+   * judged by what it points to. */
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return S_ISDIR(st.st_mode) ? EISDIR : MM_NOT_REGULAR;
   s->tmp_path = malloc(n);
   if (s->tmp_path == NULL) return ENOMEM;
   for (attempt = 0; attempt < 100; attempt++) {
@@ -955,7 +964,8 @@ static int push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes, headers %d bytes)",
                     (int)s->max_body, (int)MM_MAX_HEADERS);
   else if (s->file_errno)
-    lua_pushfstring(L, "cannot write %s: %s", s->out_path, strerror(s->file_errno));
+    lua_pushfstring(L, "cannot write %s: %s", s->out_path,
+                    s->file_errno == MM_NOT_REGULAR ? "not a regular file" : strerror(s->file_errno));
   else if (rc == CURLE_FILESIZE_EXCEEDED)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes)", (int)s->max_body);
   else if (strcmp(kind, "too_large") == 0) /* libcurl's cap on one header line */

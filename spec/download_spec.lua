@@ -174,6 +174,27 @@ describe("download_job failures leave the target untouched and nothing behind", 
     assert.same({}, files.list(sub))
   end)
 
+  it("a target that is a FIFO, a device or another special file is never replaced", function()
+    local fifo = dir .. "/fifo"
+    assert(files.run("mkfifo " .. files.quote(fifo)))
+    local n, err = client():download_job(export(), fifo)
+    assert.is_nil(n)
+    assert.equal("file", err.kind)
+    assert.matches("cannot write .*/fifo: not a regular file", err.message)
+    assert.equal("fifo", files.kind(fifo))
+    assert.same({ "export.zip", "fifo" }, files.list(dir))
+  end)
+
+  it("a symbolic link is replaced by the file; what it pointed to is never written", function()
+    local link = dir .. "/link.zip"
+    assert(files.run("ln -s export.zip " .. files.quote(link)))
+    assert.equal(SIZE, client():download_job(export(), link))
+    assert.equal("file", files.kind(link))
+    assert.equal(SIZE, files.size(link))
+    assert.equal(OLD, files.read(target))
+    assert.same({ "export.zip", "link.zip" }, files.list(dir))
+  end)
+
   it("a directory that does not exist", function()
     local n, err = client():download_job(export(), dir .. "/no/such/export.zip")
     assert.is_nil(n)

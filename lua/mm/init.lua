@@ -258,7 +258,10 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 --- Downloads a job's result (a compliance export's zip):
 -- `GET /api/v4/jobs/{id}/download`. With a file name, the body is
 -- streamed to a temporary file beside it and renamed over it when whole;
--- on any failure the file is untouched and nothing is left behind.
+-- on any failure the file is untouched and nothing is left behind. A file
+-- that exists must be a regular file (a device, FIFO or directory is
+-- refused with kind `"file"`); a symbolic link is replaced, never written
+-- through.
 -- @function Client:download_job
 -- @tparam string id the job id
 -- @tparam[opt] string file where to write it; without it, the body is
