@@ -247,6 +247,22 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 end)
 
+describe("download_job closed from its own on_progress", function()
+  it("ends as kind 'aborted', the target untouched, nothing behind", function()
+    local target = dir .. "/export.zip"
+    files.write(target, OLD)
+    local c = fault("slow_body:1")
+    local n, err = c:download_job(export(), target, { on_progress = function() c:close() end })
+    assert.is_nil(n)
+    assert.equal("aborted", err.kind)
+    assert.equal("the client was closed before the answer came", err.message)
+    assert.equal("GET", err.method)
+    assert.equal(OLD, files.read(target))
+    assert.same({ "export.zip" }, files.list(dir))
+    assert.equal("mm.client (closed)", tostring(c))
+  end)
+end)
+
 describe("download_job into memory", function()
   it("returns the body and the content type within max_body", function()
     local body, ctype = client({ max_body = SIZE }):download_job(export())

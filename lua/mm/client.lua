@@ -380,6 +380,12 @@ local function transfer(self, method, url, body, ropts)
       return resp, cerr
     end
     local ok, e = pcall(on_progress, handle:progress(slot))
+    if self._closed then
+      -- closed from the callback: the transfer (and its partial file) went
+      -- with the client, as in a batch
+      if not ok then error(e, 0) end
+      return nil, { kind = "aborted", message = "the client was closed before the answer came" }
+    end
     if not ok then
       handle:abort(slot) -- nothing left behind: a partial file is removed
       handle:wait_for(slot, 0)
