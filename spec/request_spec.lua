@@ -185,6 +185,16 @@ describe("request: paths", function()
     assert.same({}, stub.requests())
   end)
 
+  it("refuses dot segments spelt with escapes (%2e), which servers decode first", function()
+    local c = client()
+    for _, p in ipairs{ "%2e%2e", "/%2e%2e/%2e%2e/__stub/ping", "/jobs/%2E%2e/x", "/.%2e/x", "/%2e/jobs" } do
+      raises("bad argument #2 to 'request' %(path must not contain '%.' or '%.%.' segments%)", c.request, c, "GET", p)
+    end
+    assert.same({}, stub.requests())
+    -- other escapes of dots in a longer segment are plain names
+    c:request("GET", "jobs/%2e%2ex")
+    assert.same({ "/api/v4/jobs/%2e%2ex" }, uris())
+  end)
 end)
 
 describe("request: query", function()

@@ -710,6 +710,9 @@ local function encode_path(path)
     return nil, "path has a '%' that does not start an escape (%XX)"
   end
   for seg in path:gmatch("[^/]+") do
+    -- "%2e" is "." (RFC 3986 6.2.2.2): a server decodes it before it
+    -- resolves dot segments, and "/%2e%2e/" would leave /api/v4
+    seg = seg:gsub("%%2[eE]", ".")
     if seg == "." or seg == ".." then return nil, "path must not contain '.' or '..' segments" end
   end
   return (path:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/%%]", function(c) return ("%%%02X"):format(c:byte()) end))
