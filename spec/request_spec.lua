@@ -229,6 +229,8 @@ describe("request: query", function()
       { { a = { {} } }, "query value 'a' must be a string, number or boolean" },
       { { a = 0 / 0 }, "query value 'a' must be a string, number or boolean" },
       { { a = math.huge }, "query value 'a' must be a string, number or boolean" },
+      { { a = { x = 1 } }, "query value 'a' must be a string, number, boolean or a list of them" },
+      { { a = { "1", nil, "3" } }, "query value 'a' must be a string, number, boolean or a list of them" },
     }
     for _, case in ipairs(bad) do
       raises("bad argument #3 to 'request' %(" .. case[2], c.request, c, "GET", "jobs", { query = case[1] })

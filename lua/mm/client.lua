@@ -756,6 +756,10 @@ function M.build_request(self, method, path, opts)
     sort(names) -- a stable order
     for _, k in ipairs(names) do
       local v = opts.query[k]
+      -- a table is a list of values: other keys or holes would be dropped unseen
+      if type(v) == "table" and not list_length(v) then
+        return nil, 3, "query value '" .. k .. "' must be a string, number, boolean or a list of them"
+      end
       local list = type(v) == "table" and v or { v }
       for _, x in ipairs(list) do
         local s = query_value(x)
