@@ -266,6 +266,9 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 -- @tparam string id the job id
 -- @tparam[opt] string file where to write it; without it, the body is
 -- returned as a string (within `max_body`)
+-- @tparam[opt] table options `on_progress(bytes, total)`: called about every
+-- 0.25 s while the body comes (`total` nil when unknown) and once at the
+-- end; an error it raises ends the download and is raised again
 -- @return bytes written (or the body) and the content type, or nil and an error
 -- @usage local n = assert(c:download_job(id, "/var/backups/export.zip"))
 
