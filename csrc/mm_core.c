@@ -1148,12 +1148,22 @@ static mm_slot *check_slot(lua_State *L, mm_client *c, int idx) {
   return c->slots[i - 1];
 }
 
+/* The optional timeout at idx: seconds, or -1 when nil (no timeout). A
+ * negative or NaN one raises: taken for "none", it would wait on. */
+static double opt_timeout(lua_State *L, int idx) {
+  double t;
+  if (lua_isnoneornil(L, idx)) return -1;
+  t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0, idx, "must be a non-negative number of seconds");
+  return t;
+}
+
 /* client:wait_for(slot [, timeout]) -> as wait, for that transfer only
  * (others finishing meanwhile stay for `wait`). */
 static int client_wait_for(lua_State *L) {
   mm_client *c = check_client(L);
   mm_slot *s = check_slot(L, c, 2);
-  double timeout = luaL_optnumber(L, 3, -1);
+  double timeout = opt_timeout(L, 3);
   if (run_until(L, c, s, timeout, -1) == NULL) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->tag_ref);
   return 1 + collect(L, c, s);
@@ -1184,7 +1194,7 @@ static int signals_fd(lua_State *L, int idx);
  * `signals` watcher takes to arrive. */
 static int client_wait(lua_State *L) {
   mm_client *c = check_client(L);
-  double timeout = luaL_optnumber(L, 2, -1);
+  double timeout = opt_timeout(L, 2);
   int fd = lua_isnoneornil(L, 3) ? -1 : signals_fd(L, 3);
   mm_slot *s = run_until(L, c, NULL, timeout, fd);
   if (s == NULL) return 0;

@@ -361,6 +361,20 @@ describe("core transfers: start, wait, wait_for, progress, abort, pending", func
     assert.equal("slow", (c:wait_for(slot)))
   end)
 
+  it("a negative or NaN timeout raises instead of meaning none", function()
+    local c = new()
+    local slot = c:start("slow", "GET", fault("slow_headers:5", "/jobs/" .. J(1)))
+    for _, t in ipairs{ -1, -0.001, 0 / 0 } do
+      raises("bad argument #2 to '.-' %(must be a non%-negative number of seconds%)", c.wait, c, t)
+      raises("bad argument #3 to '.-' %(must be a non%-negative number of seconds%)", c.wait_for, c, slot, t)
+    end
+    raises("bad argument #2 to '.-' %(number expected", c.wait, c, "soon")
+    local n, _, _, took = timed(function() return select("#", c:wait(0)) end)
+    assert.equal(0, n)
+    assert.is_true(took < 1, "took " .. took)
+    c:close()
+  end)
+
   it("progress gives the body bytes so far and the announced total", function()
     stub.config{ download_export_results = true }
     local size = 256 * 1024
