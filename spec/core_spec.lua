@@ -352,12 +352,13 @@ describe("core transfers: start, wait, wait_for, progress, abort, pending", func
 
   it("wait and wait_for with a timeout return nothing when it passes first", function()
     local c = new()
-    local slot = c:start("slow", "GET", fault("slow_headers:1", "/jobs/" .. J(1)))
+    local slot = c:start("slow", "GET", fault("slow_headers:2", "/jobs/" .. J(1)))
     local n, _, _, took = timed(function() return select("#", c:wait(0.2)) end)
     assert.equal(0, n)
-    assert.is_true(took >= 0.15 and took < 0.9, "took " .. took)
+    assert.is_true(took >= 0.15 and took < 1.5, "took " .. took)
     assert.equal(0, select("#", c:wait_for(slot, 0.05)))
     assert.same({ 1, 0 }, { c:pending() })
+    c:abort(slot)
     assert.equal("slow", (c:wait_for(slot)))
   end)
 
