@@ -155,6 +155,21 @@ describe("get_jobs (GET /api/v4/jobs)", function()
     http_error(err, 400, "api.job.status.invalid", "Invalid status set")
   end)
 
+  it("case 52 as the real server may garble it (families 2.2.1): a 200 [] followed by the AppError", function()
+    -- the stub answers a clean 400; a raw server sends what the Go handler
+    -- writes when its gzip wrapper does not hold the body back
+    local body = '[]{"id":"api.job.status.invalid","message":"Invalid status set","detailed_error":"",'
+      .. '"request_id":"' .. RANDOM .. '","status_code":400}'
+    local srv = rawserver.start{ "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. #body
+      .. "\r\n\r\n" .. body }
+    local v, err = client(nil, { url = srv.url, token = "t" }):request("GET", "jobs", { query = { status = "bogus" } })
+    srv:finish()
+    assert.is_nil(v)
+    assert.equal("decode", err.kind)
+    assert.equal(200, err.status)
+    assert.matches("api.job.status.invalid", err.body, 1, true)
+  end)
+
   it("case 53: an empty store answers null: an empty table; [] with status: an empty table", function()
     stub.clear_jobs()
     local c = client("sysadmin")
