@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -169,17 +170,29 @@ static void buf_reset(mm_buf *b) {
 /* Opens a new temporary file beside s->out_path; 0 or an errno. The
  * name is fresh (O_EXCL) and made from the client's counter, the time
  * and the slot, so concurrent downloads never share one; the mode
- * 0666 lets the umask decide, as for any file the user creates. */
+ * 0666 lets the umask decide, as for any file the user creates. Only
+ * MM_TMP_BASE bytes of the target's name go into it: with the 37 bytes
+ * added at most, it stays within NAME_MAX (255) whatever the target's
+ * length. */
+#define MM_TMP_BASE 200
+/* The file_errno of a target that exists and is not a regular file. */
+#define MM_NOT_REGULAR (-1)
 static int out_open(mm_slot *s, unsigned long *counter) {
   const char *path = s->out_path, *slash = strrchr(path, '/');
   size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0, n = strlen(path) + 64;
   int attempt;
+  struct stat st;
+  /* Only a regular file (or nothing) is replaced: the rename would swap
+   * a device, FIFO or socket node itself (root's /dev/null), and fail
+   * on a directory only after the whole transfer. A symbolic link is
+   * judged by what it points to. */
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return S_ISDIR(st.st_mode) ? EISDIR : MM_NOT_REGULAR;
   s->tmp_path = malloc(n);
   if (s->tmp_path == NULL) return ENOMEM;
   for (attempt = 0; attempt < 100; attempt++) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(s->tmp_path, n, "%.*s.%s.mm-%lx%lx%x.part", (int)dirlen, path, path + dirlen,
+    snprintf(s->tmp_path, n, "%.*s.%.*s.mm-%lx%lx%x.part", (int)dirlen, path, MM_TMP_BASE, path + dirlen,
              ++*counter, (unsigned long)ts.tv_nsec, (unsigned)s->index);
     s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (s->fd >= 0) return 0;
@@ -818,13 +831,10 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
-/* Whether the answer stopped inside its header block (a status line
- * came, the blank line ending the headers did not). */
-static int headers_cut(const mm_slot *s) {
-  const char *h = s->head.data;
-  size_t n = s->head.len;
-  if (n == 0) return 0;
-  return !((n >= 2 && memcmp(h + n - 2, "\n\n", 2) == 0) || (n >= 4 && memcmp(h + n - 4, "\r\n\r\n", 4) == 0));
+/* Whether the answer's header block ended (its blank line came). */
+static int head_complete(const mm_buf *h) {
+  return (h->len >= 2 && memcmp(h->data + h->len - 2, "\n\n", 2) == 0) ||
+         (h->len >= 4 && memcmp(h->data + h->len - 4, "\r\n\r\n", 4) == 0);
 }
 
 static const char *error_kind(CURLcode rc, const mm_slot *s) {
@@ -856,9 +866,18 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_FILESIZE_EXCEEDED:
       return "too_large";
     case CURLE_OUT_OF_MEMORY:
-      /* libcurl's own cap on one header line (100 KiB) reports as out of
-       * memory, in the middle of the header block. */
-      return headers_cut(s) ? "too_large" : "curl";
+      /* libcurl's own cap on one header line (CURL_MAX_HTTP_HEADER)
+       * reports as out of memory: "Avoided giant realloc for header" in
+       * old versions, no message at all from the dynbuf code of later
+       * ones (8.6 has CURLE_TOO_LARGE). An allocation failing while the
+       * header block is still coming is taken for it. */
+      return strstr(s->errbuf, "header") != NULL || (s->errbuf[0] == '\0' && !head_complete(&s->head))
+                 ? "too_large"
+                 : "curl";
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE:
+      return "too_large";
+#endif
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -870,9 +889,11 @@ static const char *error_kind(CURLcode rc, const mm_slot *s) {
     case CURLE_BAD_CONTENT_ENCODING:
       return "protocol";
     case CURLE_UNSUPPORTED_PROTOCOL:
-      /* URLs are checked before they get here; what is left is an answer
-       * that is not HTTP ("Received HTTP/0.9 when not allowed"). */
-      return strstr(s->errbuf, "HTTP/0.9") != NULL ? "protocol" : "url";
+      /* Before the request went out, the URL's scheme; after it, an
+       * answer that is not HTTP ("Received HTTP/0.9 when not allowed",
+       * "Unsupported HTTP version in response"). */
+      curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+      return pretransfer_us == 0 ? "url" : "protocol";
     case CURLE_URL_MALFORMAT:
       return "url";
     case CURLE_ABORTED_BY_CALLBACK:
@@ -942,12 +963,13 @@ static int push_failure(lua_State *L, const mm_slot *s, CURLcode rc) {
   if (s->too_large)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes, headers %d bytes)",
                     (int)s->max_body, (int)MM_MAX_HEADERS);
-  else if (rc == CURLE_OUT_OF_MEMORY && headers_cut(s))
-    lua_pushliteral(L, "a response header line is longer than libcurl accepts (100 KiB)");
   else if (s->file_errno)
-    lua_pushfstring(L, "cannot write %s: %s", s->out_path, strerror(s->file_errno));
+    lua_pushfstring(L, "cannot write %s: %s", s->out_path,
+                    s->file_errno == MM_NOT_REGULAR ? "not a regular file" : strerror(s->file_errno));
   else if (rc == CURLE_FILESIZE_EXCEEDED)
     lua_pushfstring(L, "response larger than the limit (max_body %d bytes)", (int)s->max_body);
+  else if (strcmp(kind, "too_large") == 0) /* libcurl's cap on one header line */
+    lua_pushfstring(L, "response header line longer than libcurl's limit (%d bytes)", (int)CURL_MAX_HTTP_HEADER);
   else if (rc == CURLE_ABORTED_BY_CALLBACK)
     lua_pushliteral(L, "transfer aborted before its answer was complete");
   else
@@ -1126,12 +1148,22 @@ static mm_slot *check_slot(lua_State *L, mm_client *c, int idx) {
   return c->slots[i - 1];
 }
 
+/* The optional timeout at idx: seconds, or -1 when nil (no timeout). A
+ * negative or NaN one raises: taken for "none", it would wait on. */
+static double opt_timeout(lua_State *L, int idx) {
+  double t;
+  if (lua_isnoneornil(L, idx)) return -1;
+  t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0, idx, "must be a non-negative number of seconds");
+  return t;
+}
+
 /* client:wait_for(slot [, timeout]) -> as wait, for that transfer only
  * (others finishing meanwhile stay for `wait`). */
 static int client_wait_for(lua_State *L) {
   mm_client *c = check_client(L);
   mm_slot *s = check_slot(L, c, 2);
-  double timeout = luaL_optnumber(L, 3, -1);
+  double timeout = opt_timeout(L, 3);
   if (run_until(L, c, s, timeout, -1) == NULL) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->tag_ref);
   return 1 + collect(L, c, s);
@@ -1162,7 +1194,7 @@ static int signals_fd(lua_State *L, int idx);
  * `signals` watcher takes to arrive. */
 static int client_wait(lua_State *L) {
   mm_client *c = check_client(L);
-  double timeout = luaL_optnumber(L, 2, -1);
+  double timeout = opt_timeout(L, 2);
   int fd = lua_isnoneornil(L, 3) ? -1 : signals_fd(L, 3);
   mm_slot *s = run_until(L, c, NULL, timeout, fd);
   if (s == NULL) return 0;

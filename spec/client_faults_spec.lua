@@ -4,6 +4,7 @@
 local mm = require "mm"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local child = require("support.child").run
 
 local fx
 local CMD_PATH
@@ -19,17 +20,6 @@ end
 
 local function cmd() return fx.commands.C_admin.id end
 
--- Runs a Lua snippet in a child process with the same module paths;
--- returns what it wrote (stdout and stderr unless redirected in `shell`).
-local function child(env, script, redirect)
-  local lua = arg and arg[-1] or "lua5.4"
-  local cmdline = ("%s LUA_PATH=%q LUA_CPATH=%q %s -e %q %s"):format(
-    env, package.path, package.cpath, lua, script, redirect or "2>&1")
-  local f = assert(io.popen(cmdline))
-  local out = f:read("*a")
-  f:close()
-  return out
-end
 
 -- How many times the stub saw a request whose path ends with `suffix`.
 local function seen(suffix)

@@ -3,8 +3,9 @@
 -- the numbered cases of its section 7.
 local mm = require "mm"
 local stub = require "support.stubctl"
-local raises = require("support.check").raises
-local assert_http_error = require("support.check").http_error
+local check = require "support.check"
+
+local raises, assert_http_error = check.raises, check.http_error
 
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
@@ -18,7 +19,6 @@ local function client(user, opts)
 end
 
 local function cmd(name) return fx.commands[name].id end
-
 
 before_each(function()
   stub.reset()

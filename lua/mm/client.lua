@@ -386,6 +386,12 @@ local function transfer(self, method, url, body, ropts)
       return resp, cerr
     end
     local ok, e = pcall(on_progress, handle:progress(slot))
+    if self._closed then
+      -- closed from the callback: the transfer (and its partial file) went
+      -- with the client, as in a batch
+      if not ok then error(e, 0) end
+      return nil, { kind = "aborted", message = "the client was closed before the answer came" }
+    end
     if not ok then
       handle:abort(slot) -- nothing left behind: a partial file is removed
       handle:wait_for(slot, 0)
@@ -718,6 +724,9 @@ local function encode_path(path)
     return nil, "path has a '%' that does not start an escape (%XX)"
   end
   for seg in path:gmatch("[^/]+") do
+    -- "%2e" is "." (RFC 3986 6.2.2.2): a server decodes it before it
+    -- resolves dot segments, and "/%2e%2e/" would leave /api/v4
+    seg = seg:gsub("%%2[eE]", ".")
     if seg == "." or seg == ".." then return nil, "path must not contain '.' or '..' segments" end
   end
   return (path:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/%%]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -761,6 +770,10 @@ function M.build_request(self, method, path, opts)
     sort(names) -- a stable order
     for _, k in ipairs(names) do
       local v = opts.query[k]
+      -- a table is a list of values: other keys or holes would be dropped unseen
+      if type(v) == "table" and not list_length(v) then
+        return nil, 3, "query value '" .. k .. "' must be a string, number, boolean or a list of them"
+      end
       local list = type(v) == "table" and v or { v }
       for _, x in ipairs(list) do
         local s = query_value(x)

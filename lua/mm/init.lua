@@ -262,11 +262,17 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 --- Downloads a job's result (a compliance export's zip):
 -- `GET /api/v4/jobs/{id}/download`. With a file name, the body is
 -- streamed to a temporary file beside it and renamed over it when whole;
--- on any failure the file is untouched and nothing is left behind.
+-- on any failure the file is untouched and nothing is left behind. A file
+-- that exists must be a regular file (a device, FIFO or directory is
+-- refused with kind `"file"`); a symbolic link is replaced, never written
+-- through.
 -- @function Client:download_job
 -- @tparam string id the job id
 -- @tparam[opt] string file where to write it; without it, the body is
 -- returned as a string (within `max_body`)
+-- @tparam[opt] table options `on_progress(bytes, total)`: called about every
+-- 0.25 s while the body comes (`total` nil when unknown) and once at the
+-- end; an error it raises ends the download and is raised again
 -- @return bytes written (or the body) and the content type, or nil and an error
 -- @usage local n = assert(c:download_job(id, "/var/backups/export.zip"))
 

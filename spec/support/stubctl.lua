@@ -47,6 +47,11 @@ function M.command(id)
     if c.id == id then return c end
   end
 end
+-- POST /__stub/jobs: a job stored directly, never advanced (with `file`,
+-- a downloadable export of that size); returns {job = ..., file = ...}.
+function M.store_job(spec) return call("POST", "/__stub/jobs", spec or {}) end
+-- DELETE /__stub/jobs: an empty job store.
+function M.clear_jobs() return call("DELETE", "/__stub/jobs") end
 
 -- The value of a header in a recorded request (names compared without case).
 function M.header(req, name)
