@@ -97,6 +97,7 @@ typedef struct {
   char *out_path, *tmp_path;
   curl_off_t written;
   long bufsize;       /* CURLOPT_BUFFERSIZE last set, to set it only on change */
+  int low_speed;      /* the low-speed check is on (a download to a file) */
   char errbuf[CURL_ERROR_SIZE];
 } mm_slot;
 
@@ -229,8 +230,12 @@ static void out_discard(mm_slot *s) {
  * 0 or an errno (then nothing is left behind). */
 static int out_commit(mm_slot *s, unsigned long *counter) {
   int e = 0;
+  struct stat st;
   if (s->fd < 0 && (e = out_open(s, counter)) != 0) return e; /* an empty body */
-  if (close(s->fd) != 0) e = errno; /* NFS and full disks report here */
+  /* A file replaced keeps its permissions: an export kept 0600 must not
+   * become readable by all because the umask says 022. */
+  if (stat(s->out_path, &st) == 0 && S_ISREG(st.st_mode) && fchmod(s->fd, st.st_mode & 07777) != 0) e = errno;
+  if (close(s->fd) != 0 && e == 0) e = errno; /* NFS and full disks report here */
   s->fd = -1;
   if (e == 0 && rename(s->tmp_path, s->out_path) != 0) e = errno;
   if (e != 0) unlink(s->tmp_path);
@@ -808,7 +813,22 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
     SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
     SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
   }
-  SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+  if (s->out_path != NULL) {
+    /* A download of gigabytes takes as long as it takes: unless the
+     * request sets a timeout of its own, it fails only when no byte came
+     * for the client's timeout (libcurl's low-speed check). */
+    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, c->timeout_ms > 0 ? (c->timeout_ms + 999) / 1000 : 0L);
+    s->low_speed = 1;
+  } else {
+    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+    if (s->low_speed) {
+      SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 0L);
+      SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, 0L);
+      s->low_speed = 0;
+    }
+  }
   /* A body for memory is refused at once when its announced length is
    * over the cap; a file has no cap but the disk. */
   SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body);
@@ -1158,13 +1178,16 @@ static double opt_timeout(lua_State *L, int idx) {
   return t;
 }
 
-/* client:wait_for(slot [, timeout]) -> as wait, for that transfer only
- * (others finishing meanwhile stay for `wait`). */
+static int signals_fd(lua_State *L, int idx);
+
+/* client:wait_for(slot [, timeout [, signals]]) -> as wait, for that
+ * transfer only (others finishing meanwhile stay for `wait`). */
 static int client_wait_for(lua_State *L) {
   mm_client *c = check_client(L);
   mm_slot *s = check_slot(L, c, 2);
   double timeout = opt_timeout(L, 3);
-  if (run_until(L, c, s, timeout, -1) == NULL) return 0;
+  int fd = lua_isnoneornil(L, 4) ? -1 : signals_fd(L, 4);
+  if (run_until(L, c, s, timeout, fd) == NULL) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->tag_ref);
   return 1 + collect(L, c, s);
 }
@@ -1185,7 +1208,6 @@ static int client_progress(lua_State *L) {
   return 2;
 }
 
-static int signals_fd(lua_State *L, int idx);
 
 /* client:wait([timeout [, signals]]) -> tag, response | tag, nil, error
  *                                    | nothing (timeout, signal, idle)
@@ -1343,6 +1365,13 @@ static int core_ignore_sigpipe(lua_State *L) {
 /* ------------------------------------------------------------------ */
 /* Small utilities the Lua layer needs and plain Lua lacks.            */
 
+/* core.isatty(fd) -> whether file descriptor fd is a terminal. */
+static int core_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, fd >= 0 && fd <= 1024 && isatty((int)fd));
+  return 1;
+}
+
 /* core.sleep(seconds [, signals]) -> true, or false when a signal of the
  * watcher arrived first. */
 static int core_sleep(lua_State *L) {
@@ -1404,6 +1433,7 @@ static const luaL_Reg core_funcs[] = {
     {"parse_headers", core_parse_headers},
     {"signals", core_signals},
     {"ignore_sigpipe", core_ignore_sigpipe},
+    {"isatty", core_isatty},
     {NULL, NULL},
 };
 

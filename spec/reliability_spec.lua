@@ -252,3 +252,67 @@ describe("issue 10 #1: pacing to the server's rate limiter", function()
     assert.equal(0, failed)
   end)
 end)
+
+describe("a single call and signals", function()
+  it("a second signal aborts a single call in flight; the first lets it finish", function()
+    local watcher = mm.catch_signals{ "INT" }
+    local c = clients.fault("slow_headers:3", "sysadmin", { interrupt = watcher, timeout = 10 })
+    os.execute("(sleep 0.3; kill -INT " .. clients.pid() .. "; sleep 0.3; kill -INT " .. clients.pid()
+      .. ") >/dev/null 2>&1 &")
+    local _, err, dt = timed(function() return c:get_job("4xp9fdt7pbgium38k8k9kdzdwe") end)
+    local sig, count = watcher:caught()
+    watcher:close()
+    assert.equal("INT", sig)
+    assert.equal(2, count)
+    assert.equal("aborted", err.kind)
+    assert.is_true(dt < 2, "took " .. dt)
+  end)
+end)
+
+describe("holding back for the rate limiter", function()
+  it("on_hold tells a batch's caller how long the client holds back", function()
+    stub.config{ rate_limit = { per_sec = 20, burst = 2 } }
+    local holds = {}
+    local _, failed = clients.new():regen_tokens({ cmd("C_admin"), cmd("C_other"), cmd("C_basic"), cmd("C_admin"),
+      cmd("C_other"), cmd("C_basic") }, { concurrency = 4, on_hold = function(s) holds[#holds + 1] = s end })
+    assert.equal(0, failed)
+    assert.is_true(#holds > 0)
+    for _, s in ipairs(holds) do assert.is_true(s > 0 and s < 10, "held " .. s) end
+  end)
+end)
+
+describe("downloads and the timeout", function()
+  it("a download slower than the timeout succeeds while bytes keep coming", function()
+    stub.config{ download_export_results = true }
+    -- four seconds in all, a part every 0.4 s: twice the timeout
+    local c = clients.fault("trickle:4", "sysadmin", { timeout = 2 })
+    local file = os.tmpname()
+    local n, ctype = c:download_job(fx.jobs.J6.id, file)
+    assert.equal("application/zip", ctype, tostring(ctype))
+    assert.equal(fx.jobs.J6.file.size, n)
+    os.remove(file)
+  end)
+
+  it("a download with nothing coming for the timeout fails with 'timeout', leaving nothing", function()
+    stub.config{ download_export_results = true }
+    local c = clients.fault("slow_body:3", "sysadmin", { timeout = 1 })
+    local file = os.tmpname()
+    os.remove(file)
+    local _, err, dt = timed(function() return c:download_job(fx.jobs.J6.id, file) end)
+    assert.equal("timeout", err.kind)
+    assert.is_true(dt < 2.5, "took " .. dt)
+    assert.is_nil(io.open(file))
+  end)
+
+  it("a file replaced keeps its permissions", function()
+    stub.config{ download_export_results = true }
+    local file = os.tmpname() -- mode 0600
+    os.execute("chmod 0640 '" .. file .. "'")
+    assert(clients.new():download_job(fx.jobs.J6.id, file))
+    local p = io.popen("stat -c %a '" .. file .. "'")
+    local mode = p:read("*l")
+    p:close()
+    os.remove(file)
+    assert.equal("640", mode)
+  end)
+end)

@@ -371,31 +371,39 @@ local PROGRESS_EVERY = 0.25 -- seconds
 
 -- One transfer: the core's response, or nil and its error. With
 -- ropts.on_progress, the transfer is watched and on_progress(bytes,
--- total) called every PROGRESS_EVERY seconds and once at the end.
+-- total) called every PROGRESS_EVERY seconds and once at the end. With a
+-- signal watcher, a second signal aborts it (the first lets it finish).
 local function transfer(self, method, url, body, ropts)
-  local on_progress = ropts and ropts.on_progress
-  if not on_progress then return self._core:request(method, url, body, nil, ropts) end
+  local on_progress, watcher = ropts and ropts.on_progress, self._interrupt
+  if not on_progress and not watcher then return self._core:request(method, url, body, nil, ropts) end
   local handle = self._core
-  local slot = handle:start(PROGRESS, method, url, body, nil, { output = ropts.output, timeout = ropts.timeout })
+  local copts = ropts and { output = ropts.output, timeout = ropts.timeout }
+  local slot = handle:start(PROGRESS, method, url, body, nil, copts)
   while true do
-    local tag, resp, cerr = handle:wait_for(slot, PROGRESS_EVERY)
+    local tag, resp, cerr = handle:wait_for(slot, on_progress and PROGRESS_EVERY or nil, watcher)
     if tag ~= nil then
-      if resp and resp.status >= 200 and resp.status < 300 then
+      if on_progress and resp and resp.status >= 200 and resp.status < 300 then
         on_progress(resp.bytes or #resp.body, resp.bytes or #resp.body)
       end
       return resp, cerr
     end
-    local ok, e = pcall(on_progress, handle:progress(slot))
-    if self._closed then
-      -- closed from the callback: the transfer (and its partial file) went
-      -- with the client, as in a batch
-      if not ok then error(e, 0) end
-      return nil, { kind = "aborted", message = "the client was closed before the answer came" }
+    if watcher then
+      local _, count = watcher:caught()
+      if count and count > 1 then handle:abort(slot) end
     end
-    if not ok then
-      handle:abort(slot) -- nothing left behind: a partial file is removed
-      handle:wait_for(slot, 0)
-      error(e, 0)
+    if on_progress then
+      local ok, e = pcall(on_progress, handle:progress(slot))
+      if self._closed then
+        -- closed from the callback: the transfer (and its partial file) went
+        -- with the client, as in a batch
+        if not ok then error(e, 0) end
+        return nil, { kind = "aborted", message = "the client was closed before the answer came" }
+      end
+      if not ok then
+        handle:abort(slot) -- nothing left behind: a partial file is removed
+        handle:wait_for(slot, 0)
+        error(e, 0)
+      end
     end
   end
 end
@@ -428,7 +436,7 @@ local function perform(self, row, method, url, body, ropts, deadline)
       t0 = monotime()
     end
     local resp, cerr
-    if ropts then
+    if ropts or self._interrupt then
       resp, cerr = transfer(self, method, url, body, ropts)
     else
       resp, cerr = handle:request(method, url, body)
@@ -471,7 +479,8 @@ end
 -- ------------------------------------------------------------------------
 -- Batches: many calls at once over the core's curl_multi, paced as one.
 
-local BATCH_OPTIONS = { concurrency = "number", on_progress = "function", on_result = "function" }
+local BATCH_OPTIONS = { concurrency = "number", on_progress = "function", on_result = "function",
+                        on_hold = "function" }
 
 local function check_batch_options(fname, opts)
   if opts == nil then return 16 end
@@ -553,8 +562,9 @@ end
 
 -- Runs the batch loop. Results come back in input order; on_result(i,
 -- value, err) and on_progress(done, total) are called as each item ends,
--- between transfers. Returns results, nfailed.
-local function run_batch(self, items, conc, on_result, on_progress)
+-- and on_hold(seconds) whenever the pacer holds the next request back,
+-- all between transfers. Returns results, nfailed.
+local function run_batch(self, items, conc, on_result, on_progress, on_hold)
   local handle, p, watcher, log = self._core, self._pacer, self._interrupt, self._log
   local total = #items
   local results, failed, done = {}, 0, 0
@@ -656,6 +666,7 @@ local function run_batch(self, items, conc, on_result, on_progress)
           inflight = inflight + 1
         end
       end
+      if hold_for and on_hold then on_hold(hold_for) end
       if inflight == 0 then
         if stopping or (qhead > qtail and #later == 0) then break end
         local t = min(hold_for or math.huge, (next_retry or math.huge) - now)
@@ -705,7 +716,8 @@ function M.run_batch(self, items, conc, opts)
   if self._batching then
     return nil, "mm: a batch cannot be started from a callback of another batch of the same client"
   end
-  return true, run_batch(self, items, conc, opts and opts.on_result, opts and opts.on_progress)
+  opts = opts or {}
+  return true, run_batch(self, items, conc, opts.on_result, opts.on_progress, opts.on_hold)
 end
 
 -- ------------------------------------------------------------------------

@@ -94,6 +94,23 @@ function M.serve()
     ngx.sleep(n or 5)
     api.print_body(resp)
     return
+  elseif name == "trickle" then
+    -- the body in ten parts over S (5) seconds: slow, but never stalled
+    local resp = api.process(rest)
+    local body = resp.body
+    if resp.file then
+      local f = assert(io.open(resp.file.path, "rb"))
+      body = f:read("*a")
+      f:close()
+    end
+    send_head(resp, #body)
+    local part = math.ceil(#body / 10)
+    for i = 0, 9 do
+      ngx.sleep((n or 5) / 10)
+      ngx.print(body:sub(i * part + 1, (i + 1) * part))
+      ngx.flush(true)
+    end
+    return
   elseif name == "close_before" then return close_now()
   elseif name == "close_mid_body" then
     local resp = api.process(rest)
