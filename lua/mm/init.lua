@@ -368,7 +368,7 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 -- @tparam[opt] table opts `commands` (a list of ids to rotate; default
 -- all the team's custom commands this user may manage), `concurrency`,
 -- `on_result(command, token, err)` (called as each answer arrives: record
--- the token at once)
+-- the token at once), `on_hold(seconds)` (as for `batch`)
 -- @return rotated, failed: lists of `{id, trigger, token}` and `{id,
 -- trigger, error}`, in the order the answers came; listed ids that are
 -- not among the team's commands this user may manage come first in
@@ -395,7 +395,8 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 -- @tparam table calls the list of calls
 -- @tparam[opt] table opts `concurrency` (default 16, at most 1024),
 -- `on_result(i, value, err)` and `on_progress(done, total)`, called as
--- each call ends, between transfers
+-- each call ends, and `on_hold(seconds)`, called when the client holds
+-- the next request back for the rate limiter; all between transfers
 -- @return a list with, for each call in input order, its value or an
 -- error object (`mm.is_error`), and the number of errors
 -- @usage
@@ -406,6 +407,10 @@ method("create_jobs", batch_of("create_jobs", "create_job"))
 
 --- `batch` of `create_job` over a list of job tables.
 -- @function Client:create_jobs
+
+--- Seconds this client is holding requests back for the server's rate
+-- limiter now (0 when it is not), e.g. for a status line.
+-- @function Client:holding
 
 --- Closes the client (see `mm.client`).
 -- @function Client:close

@@ -55,8 +55,9 @@ function M.wait_job(self, id, opts)
                                   message = self._scrub(message) }
   end
   local function give_up(cause)
-    return stop("wait_timeout", ("job %s still %s after %g s"):format(id, last and tostring(last.status)
-      or "unseen", timeout), cause)
+    -- concatenation, not %s: Lua 5.1's format stops at a NUL in a server's status
+    return stop("wait_timeout", "job " .. id .. " still " .. (last and tostring(last.status) or "unseen")
+      .. (" after %g s"):format(timeout), cause)
   end
   while true do
     local left = deadline - monotime()
@@ -84,7 +85,8 @@ function M.wait_job(self, id, opts)
   end
 end
 
-local ROTATE_OPTIONS = { commands = "table", concurrency = "number", on_result = "function" }
+local ROTATE_OPTIONS = { commands = "table", concurrency = "number", on_result = "function",
+                         on_hold = "function" }
 
 --- client:rotate_team_tokens(team_id, opts): every custom command of the
 -- team (or those listed in opts.commands) gets a new token. Returns
@@ -147,6 +149,7 @@ function M.rotate_team_tokens(self, team_id, opts)
     { concurrency = opts.concurrency }, endpoints.by_name)
   if not items then return nil, conc end
   local ok, results = client.run_batch(self, items, conc, {
+    on_hold = opts.on_hold,
     on_result = function(i, token, e)
       local cmd = chosen[i]
       if token then
