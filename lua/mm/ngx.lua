@@ -100,13 +100,14 @@ end
 -- Runs calls[i..j] as one batch into results/marks ("e": an error object;
 -- "r": the message a call raised). mm checks a whole batch before sending
 -- any of it, so one bad call refuses them all: then the halves go
--- separately, down to the bad call alone, which its own method runs so
--- that it raises the message the caller expects (for a single call, not
--- a batch item).
+-- separately, down to the bad call alone. A call alone runs through its
+-- own method: the lighter path, and the message the caller expects from
+-- a bad argument (for a single call, not a batch item).
 local function run_calls(client, calls, i, j, results, marks)
   local part = calls
   if i ~= 1 or j ~= #calls then part = { unpack(calls, i, j) } end
-  local ok, res = pcall(client.batch, client, part, { concurrency = #part })
+  local ok, res = false, nil
+  if i < j then ok, res = pcall(client.batch, client, part, { concurrency = #part }) end
   if ok then
     for k = 1, #part do
       local v = res[k]
@@ -317,7 +318,9 @@ local function deliver(p, items, ok, status, a, b, lines)
       ngx.log(ngx.ERR, "mm.ngx: thread pool '", p.name, "': ", message)
     end
     for _, item in ipairs(items) do
-      item.result, item.mark = { kind = kind, message = "thread pool '" .. p.name .. "': " .. message }, "e"
+      if not item.done then
+        item.result, item.mark = { kind = kind, message = "thread pool '" .. p.name .. "': " .. message }, "e"
+      end
     end
   elseif status == "raise" then
     items[1].result, items[1].mark = a, "r"
@@ -333,8 +336,10 @@ local function deliver(p, items, ok, status, a, b, lines)
     end
   end
   for _, item in ipairs(items) do
-    item.done = true
-    item.sema:post(1)
+    if not item.done then
+      item.done = true
+      item.sema:post(1)
+    end
   end
 end
 
@@ -360,6 +365,20 @@ end
 
 local IDLE_EXIT = 1 -- seconds a dispatcher waits for work before it ends
 
+-- One thread call for the items taken, and their outcomes handed over.
+local function dispatch(p, items)
+  p.dispatches, p.calls = p.dispatches + 1, p.calls + #items
+  local first, calls = items[1], {}
+  for i, item in ipairs(items) do
+    item.taken = true
+    calls[i] = item.call
+  end
+  local done, ok, status, a, b, lines = pcall(ngx.run_worker_thread, p.name, "mm.ngx", "_thread",
+    first.key, first.cfg, first.batch and first.call or calls, first.batch)
+  if not done then ok, status = false, ok end -- it raised: the message
+  deliver(p, items, ok, status, a, b, lines)
+end
+
 -- A dispatcher (an ngx.timer.at light thread): takes calls and runs them
 -- in the pool until it has had nothing to do for IDLE_EXIT seconds.
 local function dispatcher(premature, p)
@@ -372,16 +391,10 @@ local function dispatcher(premature, p)
       if ok then p.wakes = p.wakes - 1 end
       if not ok and #p.queue == 0 then break end
     else
-      p.dispatches, p.calls = p.dispatches + 1, p.calls + #items
-      local first, calls = items[1], {}
-      for i, item in ipairs(items) do
-        item.taken = true
-        calls[i] = item.call
+      local ok, err = pcall(dispatch, p, items)
+      if not ok then -- a bug here must not leave callers waiting: each gets the error
+        deliver(p, items, false, "mm.ngx: " .. tostring(err))
       end
-      local done, ok, status, a, b, lines = pcall(ngx.run_worker_thread, p.name, "mm.ngx", "_thread",
-        first.key, first.cfg, first.batch and first.call or calls, first.batch)
-      if not done then ok, status = false, ok end -- it raised: the message
-      deliver(p, items, ok, status, a, b, lines)
     end
   end
   p.dispatchers = p.dispatchers - 1
