@@ -286,6 +286,8 @@ local function pool_of(name)
     p.queue = {}       -- calls not yet taken, oldest first
     p.work = semaphore.new(0) -- posted to wake an idle dispatcher
     p.dispatchers, p.idle, p.wakes = 0, 0, 0
+    p.queued, p.oldest = 0, nil  -- live calls in the queue, when the oldest came
+    p.inflight, p.inflight_calls, p.hold = 0, 0, 0.001 -- thread calls running, their calls, the hold time
     p.reported = {}    -- thread failures already logged (once each)
     p.dispatches, p.calls, p.busy = 0, 0, 0 -- counters for pool_stats
   end
@@ -359,49 +361,73 @@ local function take(p)
       rest[#rest + 1] = item
     end
   end
-  p.queue = rest
+  p.queue, p.queued = rest, #rest
+  p.oldest = rest[1] and rest[1].since
   return taken
 end
 
-local IDLE_EXIT = 1 -- seconds a dispatcher waits for work before it ends
+local IDLE_EXIT = 1     -- seconds a dispatcher waits for work before it ends
+local MAX_HOLD = 0.005  -- seconds a call may wait for companions at most
+
+-- Whether a thread call should start now. With none running, at once.
+-- Beside running ones, when the queue holds as many calls as they carry
+-- on average, or its oldest call has waited for as long as a thread call
+-- takes (MAX_HOLD at most): fewer, larger thread calls cost less per call
+-- than many small ones, and a call waits at most about one more round.
+local function ready(p)
+  if p.queued == 0 then return false end
+  if p.inflight == 0 then return true end
+  if p.inflight >= p.threads then return false end
+  return p.queued * p.inflight >= p.inflight_calls or ngx.now() - p.oldest >= p.hold
+end
 
 -- One thread call for the items taken, and their outcomes handed over.
 local function dispatch(p, items)
   p.dispatches, p.calls = p.dispatches + 1, p.calls + #items
+  p.inflight, p.inflight_calls = p.inflight + 1, p.inflight_calls + #items
   local first, calls = items[1], {}
   for i, item in ipairs(items) do
     item.taken = true
     calls[i] = item.call
   end
+  local t0 = ngx.now()
   local done, ok, status, a, b, lines = pcall(ngx.run_worker_thread, p.name, "mm.ngx", "_thread",
     first.key, first.cfg, first.batch and first.call or calls, first.batch)
+  p.inflight, p.inflight_calls = p.inflight - 1, p.inflight_calls - #items
+  local took = ngx.now() - t0
+  p.hold = p.hold + (math.min(took, MAX_HOLD) - p.hold) / 8 -- a moving average of the round trip
   if not done then ok, status = false, ok end -- it raised: the message
   deliver(p, items, ok, status, a, b, lines)
 end
 
--- A dispatcher (an ngx.timer.at light thread): takes calls and runs them
--- in the pool until it has had nothing to do for IDLE_EXIT seconds.
+-- A dispatcher (an ngx.timer.at light thread): runs thread calls while
+-- there is work, and ends when it has had none for IDLE_EXIT seconds.
 local function dispatcher(premature, p)
   while not premature do
-    local items = take(p)
-    if #items == 0 then
-      p.idle = p.idle + 1
-      local ok = p.work:wait(IDLE_EXIT)
-      p.idle = p.idle - 1
-      if ok then p.wakes = p.wakes - 1 end
-      if not ok and #p.queue == 0 then break end
-    else
+    if ready(p) then
+      local items = take(p)
       local ok, err = pcall(dispatch, p, items)
       if not ok then -- a bug here must not leave callers waiting: each gets the error
+        p.inflight, p.inflight_calls = 0, 0
         deliver(p, items, false, "mm.ngx: " .. tostring(err))
       end
+    else
+      -- calls held for companions are sent when their time is up
+      local wait = p.queued > 0 and math.max(0.001, p.hold - (ngx.now() - p.oldest)) or IDLE_EXIT
+      p.idle = p.idle + 1
+      local ok = p.work:wait(wait)
+      p.idle = p.idle - 1
+      if ok then p.wakes = p.wakes - 1 end
+      if not ok and wait == IDLE_EXIT and p.queued == 0 then break end
     end
   end
   p.dispatchers = p.dispatchers - 1
 end
 
--- Makes sure some dispatcher will look at the queue soon.
+-- After a call was queued: makes sure some dispatcher will look at the
+-- queue when it should (now, or when the first call's hold is up).
 local function wake(p)
+  if not (p.queued == 1 or ready(p)) then return end
   if p.idle > p.wakes then
     p.wakes = p.wakes + 1
     p.work:post(1)
@@ -451,9 +477,13 @@ local function submit(client, item)
   item.sema = get_sema()
   local q = p.queue
   q[#q + 1] = item
+  item.since = ngx.now()
+  p.queued = p.queued + 1
+  if p.queued == 1 then p.oldest = item.since end
   local why = wake(p)
   if why then
     item.cancelled = true
+    p.queued = p.queued - 1
     return { kind = "busy", message = "no dispatcher for thread pool '" .. p.name .. "': " .. why }, "e"
   end
   local qt = client._queue_timeout
@@ -468,7 +498,7 @@ local function submit(client, item)
     end
     if not item.taken and ngx.now() >= deadline then
       item.cancelled = true
-      p.busy = p.busy + 1
+      p.queued, p.busy = p.queued - 1, p.busy + 1
       return { kind = "busy", message = ("no thread of pool '%s' free within %g s"):format(p.name, qt) }, "e"
     end
   end
