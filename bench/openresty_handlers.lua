@@ -63,7 +63,8 @@ end
 
 --- init_worker: the default client of mm.ngx.
 function M.init_worker()
-  mmngx.set_pool("mm", { threads = tonumber(os.getenv("BENCH_NGX_THREADS")) })
+  local threads = tonumber(os.getenv("BENCH_NGX_MM_THREADS") or "")
+  if threads then mmngx.set_pool("mm", { threads = threads }) end
   mmngx.configure{ url = os.getenv("BENCH_TARGET"), token = os.getenv("BENCH_TOKEN"), retries = 0 }
 end
 

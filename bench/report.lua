@@ -165,12 +165,12 @@ for c in (R.ngx_concs or ""):gmatch("%d+") do ngx_concs[#ngx_concs + 1] = tonumb
 for _, c in ipairs(ngx_concs) do
   ngx[c] = {}
   for _, way in ipairs{ "proxy", "mm", "direct" } do
-    local t = { rps = {}, p50 = {}, p99 = {} }
+    local t = { rps = {}, p50 = {}, p99 = {}, cpu = {} }
     local i = 1
     while R[("ngx_%s_%d_%d"):format(way, c, i)] do
       local v = {}
       for x in R[("ngx_%s_%d_%d"):format(way, c, i)]:gmatch("%S+") do v[#v + 1] = tonumber(x) end
-      t.rps[i], t.p50[i], t.p99[i] = v[1], v[4], v[5]
+      t.rps[i], t.p50[i], t.p99[i], t.cpu[i] = v[1], v[4], v[5], v[6]
       t.non2xx, t.sock = (t.non2xx or 0) + v[2], (t.sock or 0) + v[3]
       i = i + 1
     end
@@ -413,11 +413,12 @@ if #ngx_concs > 0 then
     .. "concurrency, %s runs of each way interleaved (proxy, mm, direct); medians of the runs, the ratio the "
     .. "median of the per-run ratios. Ways: **proxy**: `ngx.location.capture` of an internal `proxy_pass` "
     .. "location, upstream `keepalive 1024`; **mm**: `require(\"mm.ngx\").regen_token(id)`; **direct**: "
-    .. "a semaphore slot and one `ngx.run_worker_thread` per request running one mm call."):format(
+    .. "a semaphore slot and one `ngx.run_worker_thread` per request running one mm call. nginx CPU: user + "
+    .. "system time of the nginx worker (event loop and pool threads) per request."):format(
     R.ngx_threads, R.ngx_vms, R.ngx_threads, R.ngx_wrk or "wrk", R.ngx_seconds, R.ngx_reps))
   w()
   head({ "concurrency", "way", "req/s (median)", "runs", "vs proxy", "non-2xx", "socket errors",
-    "p50 ms", "p99 ms" })
+    "p50 ms", "p99 ms", "nginx CPU µs/req" })
   for _, c in ipairs(ngx_concs) do
     for _, way in ipairs{ "proxy", "mm", "direct" } do
       local t = ngx[c][way]
@@ -425,7 +426,8 @@ if #ngx_concs > 0 then
       for i, v in ipairs(t.rps) do runs[i] = fmt_int(v) end
       row({ tostring(c), way, fmt_int(median(t.rps)), table.concat(runs, ", "),
         way == "proxy" and "1.00x" or ratio(way == "mm" and ngx[c].ratio or ngx[c].direct_ratio),
-        tostring(t.non2xx), tostring(t.sock), ("%.2f"):format(median(t.p50)), ("%.2f"):format(median(t.p99)) })
+        tostring(t.non2xx), tostring(t.sock), ("%.2f"):format(median(t.p50)), ("%.2f"):format(median(t.p99)),
+        #t.cpu > 0 and ("%.1f"):format(median(t.cpu)) or "?" })
     end
   end
   w()
