@@ -373,6 +373,12 @@ describe("mm.ngx in examples/openresty", function()
     assert.is_truthy(o.on_progress:find("option 'on_progress' is not available in mm.ngx", 1, true), o.on_progress)
     assert.are.equal("bad argument #1 to 'wait_job' (id must be 26 characters, got 1)", o.bad_wait)
 
+    local trace = table.concat(o.debug, "\n")
+    assert.is_truthy(trace:find("> PUT " .. STUB .. "/api/v4/commands/" .. fx.commands.C_admin.id .. "/regen_token", 1,
+      true), trace)
+    assert.is_truthy(trace:find("> Authorization: Bearer [redacted]", 1, true), trace)
+    assert.is_truthy(trace:find("< HTTP 200", 1, true), trace)
+
     assert.are.equal(1, o.batch.failed)
     assert.are.equal("string", o.batch.first)
     assert.is_true(o.batch.second.is_error)
@@ -385,7 +391,8 @@ describe("mm.ngx in examples/openresty", function()
     assert.are.equal("mm: busy: no thread of pool 'mmb' free within 0.2 s", o.busy.text)
     assert.are.equal("string", o.busy_first)
     assert.are.equal(1, o.stats.busy)
-    assert.are.equal(1, #regens_seen(fx.commands.C_admin.id) - 1) -- the batch's, then the slow one; not the busy one
+    -- the batch's, the traced one, the slow one; not the busy one
+    assert.are.equal(3, #regens_seen(fx.commands.C_admin.id))
     assert.is_nil(slurp(error_log):find("mmb", 1, true))
   end)
 

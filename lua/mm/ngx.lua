@@ -331,12 +331,8 @@ local function deliver(p, items, ok, status, a, b, lines)
   else
     for i, item in ipairs(items) do item.result, item.mark = a[i], b[i] end
   end
-  if lines then
-    local out = items[1].debug
-    for _, line in ipairs(lines) do
-      if out == true then ngx.log(ngx.NOTICE, "mm: ", line) else pcall(out, line) end
-    end
-  end
+  -- a thread call's debug lines go to its first caller (all share the debug setting)
+  items[1].lines = lines
   for _, item in ipairs(items) do
     if not item.done then
       item.done = true
@@ -494,6 +490,10 @@ local function submit(client, item)
     local ok = left > 0 and item.sema:wait(left)
     if item.done then
       if ok then spare[#spare + 1] = item.sema end
+      local out = item.debug
+      for _, line in ipairs(item.lines or {}) do
+        if out == true then ngx.log(ngx.NOTICE, "mm: ", line) else out(line) end
+      end
       return item.result, item.mark
     end
     if not item.taken and ngx.now() >= deadline then
@@ -585,9 +585,10 @@ end
 --- Makes a client: the options of `mm.new`, plus
 -- `pool` (the thread pool's name, default `"mm"`) and `queue_timeout`
 -- (seconds a call may wait for a pool thread, default 10; then it fails
--- with kind `"busy"`). A `debug` function is called in the event loop
--- after each call with the lines of that call; `debug = true` logs them
--- with `ngx.log` at `notice` level.
+-- with kind `"busy"`). A `debug` function is called by the caller after
+-- its call, with the lines of the thread call that carried it (calls of
+-- the same configuration carried together show once); `debug = true`
+-- logs them with `ngx.log` at `notice` level.
 -- @tparam table opts options
 -- @return a client with the methods of an `mm` client
 -- @usage local c = mm.new{ url = "https://chat.example.com", token = os.getenv("MM_TOKEN") }

@@ -74,6 +74,12 @@ function M.errors()
   out.bad_wait = raised(c.wait_job, c, "x")
   local results, failed = c:batch({ { "regen_token", args.live }, { "regen_token", args.deleted } })
   out.batch = { failed = failed, first = type(results[1]), second = describe(results[2]) }
+  -- debug lines come back to the caller, in its context
+  local lines = {}
+  local traced = mm.new{ url = os.getenv("MM_TEST_URL"), token = os.getenv("MM_TOKEN"), pool = "mmw",
+    debug = function(line) lines[#lines + 1] = line end }
+  traced:regen_token(args.live)
+  out.debug = lines
   -- Pool mmb has one dispatcher: a call to a server that answers in 1 s
   -- holds it, and a call behind it gives up after queue_timeout.
   local slow = mm.new{ url = os.getenv("MM_TEST_SLOW_URL"), token = os.getenv("MM_TOKEN"), pool = "mmb",
