@@ -490,9 +490,11 @@ local function submit(client, item)
     local ok = left > 0 and item.sema:wait(left)
     if item.done then
       if ok then spare[#spare + 1] = item.sema end
-      local out = item.debug
-      for _, line in ipairs(item.lines or {}) do
-        if out == true then ngx.log(ngx.NOTICE, "mm: ", line) else out(line) end
+      local out, lines = item.debug, item.lines
+      if lines then
+        for _, line in ipairs(lines) do
+          if out == true then ngx.log(ngx.NOTICE, "mm: ", line) else out(line) end
+        end
       end
       return item.result, item.mark
     end
