@@ -6,4 +6,7 @@ files["spec"] = { std = "+busted" }
 files["bin/mm"] = { std = "min", read_globals = { "jit" } }
 files["stub"] = { std = "ngx_lua" }
 files["examples/openresty"] = { std = "ngx_lua" }
+files["lua/mm/ngx.lua"] = { std = "ngx_lua" }
+files["spec/support/ngx_probe.lua"] = { std = "ngx_lua" }
+files["bench/openresty_handlers.lua"] = { std = "ngx_lua" }
 exclude_files = { "build/**", "doc/**" }

@@ -116,7 +116,7 @@ soak: deps all
 	bin/mm-stub run -- $(LUA) spec/soak.lua
 
 bench: deps all
-	@$(MAKE) --no-print-directory install-packages PACKAGES="curl valgrind lua-socket"
+	@$(MAKE) --no-print-directory install-packages PACKAGES="curl valgrind lua-socket wrk"
 	bench/run
 
 doc: deps-all

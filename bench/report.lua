@@ -188,6 +188,42 @@ for _, t in ipairs(RL_TARGETS) do
   rl_result[name] = targets[#targets][4]
 end
 
+-- Section 5 (bench/openresty): per concurrency and way, the runs'
+-- "rps non2xx sockerr p50_ms p99_ms"; the ratio to the proxy is the median
+-- of the per-run ratios (each mm run follows a proxy run at once).
+local ngx_concs, ngx = {}, {}
+for c in (R.ngx_concs or ""):gmatch("%d+") do ngx_concs[#ngx_concs + 1] = tonumber(c) end
+for _, c in ipairs(ngx_concs) do
+  ngx[c] = {}
+  for _, way in ipairs{ "proxy", "mm", "direct" } do
+    local t = { rps = {}, p50 = {}, p99 = {}, cpu = {} }
+    local i = 1
+    while R[("ngx_%s_%d_%d"):format(way, c, i)] do
+      local v = {}
+      for x in R[("ngx_%s_%d_%d"):format(way, c, i)]:gmatch("%S+") do v[#v + 1] = tonumber(x) end
+      t.rps[i], t.p50[i], t.p99[i], t.cpu[i] = v[1], v[4], v[5], v[6]
+      t.non2xx, t.sock = (t.non2xx or 0) + v[2], (t.sock or 0) + v[3]
+      i = i + 1
+    end
+    ngx[c][way] = t
+  end
+  local pr = {}
+  for i, v in ipairs(ngx[c].mm.rps) do pr[i] = v / ngx[c].proxy.rps[i] end
+  ngx[c].ratio = median(pr)
+  pr = {}
+  for i, v in ipairs(ngx[c].direct.rps) do pr[i] = v / ngx[c].proxy.rps[i] end
+  ngx[c].direct_ratio = median(pr)
+end
+local ngx_first = #targets + 1
+for _, c in ipairs(ngx_concs) do
+  local t = ngx[c]
+  local clean = t.mm.non2xx == 0 and t.mm.sock == 0
+  target(("mm.ngx in nginx, wrk c=%d: req/s vs nginx's proxy; no failures"):format(c),
+    ("%s, %d non-2xx, %d socket errors"):format(ratio(t.ratio), t.mm.non2xx, t.mm.sock), ">= 0.80x, 0, 0",
+    t.ratio >= 0.80 and clean, ("%s%s"):format(t.ratio < 0.80 and ("short by %.2fx"):format(0.80 - t.ratio) or "",
+      clean and "" or " (failures)"))
+end
+
 ---------------------------------------------------------------------------
 -- Output
 
@@ -232,6 +268,12 @@ for _, t in ipairs(RL_TARGETS) do
     secs and ("%.2f s, %s failed"):format(secs, rl(name, "fail")) or "n/a",
     minimum and ("limiter min %.1f s"):format(minimum) or "", secs and minimum and ratio(secs / minimum) or "",
     "0 failed, <= 1.15x", rl_result[name])
+end
+for k, c in ipairs(ngx_concs) do
+  local t = ngx[c]
+  srow(("mm.ngx in nginx, wrk c=%d req/s"):format(c), fmt_int(median(t.mm.rps)),
+    "nginx proxy " .. fmt_int(median(t.proxy.rps)), ratio(t.ratio) .. " (pairs)", ">= 0.80x, 0 failed",
+    targets[ngx_first + k - 1][4])
 end
 local widths = {}
 for _, r in ipairs(summary) do
@@ -430,6 +472,40 @@ for _, name in ipairs{ "nolimit", "fast", "default", "paced_fast", "paced_defaul
   end
 end
 w()
+
+if #ngx_concs > 0 then
+  w("## 6. mm.ngx in nginx under load")
+  w()
+  w(("`bench/openresty`: one nginx worker (not pinned), `thread_pool mm threads=%s`, "
+    .. "`lua_worker_thread_vm_pool_size %s`, mm.ngx's `threads` %s; `GET /<way>/<id>` answers "
+    .. "`{\"token\":...}` after a `PUT .../regen_token` to the fast target. wrk (%s) `-t2 -d%ss` at each "
+    .. "concurrency, %s runs of each way interleaved (proxy, mm, direct); medians of the runs, the ratio the "
+    .. "median of the per-run ratios. Ways: **proxy**: `ngx.location.capture` of an internal `proxy_pass` "
+    .. "location, upstream `keepalive 1024`; **mm**: `require(\"mm.ngx\").regen_token(id)`; **direct**: "
+    .. "a semaphore slot and one `ngx.run_worker_thread` per request running one mm call. nginx CPU: user + "
+    .. "system time of the nginx worker (event loop and pool threads) per request."):format(
+    R.ngx_threads, R.ngx_vms, R.ngx_threads, R.ngx_wrk or "wrk", R.ngx_seconds, R.ngx_reps))
+  w()
+  head({ "concurrency", "way", "req/s (median)", "runs", "vs proxy", "non-2xx", "socket errors",
+    "p50 ms", "p99 ms", "nginx CPU µs/req" })
+  for _, c in ipairs(ngx_concs) do
+    for _, way in ipairs{ "proxy", "mm", "direct" } do
+      local t = ngx[c][way]
+      local runs = {}
+      for i, v in ipairs(t.rps) do runs[i] = fmt_int(v) end
+      row({ tostring(c), way, fmt_int(median(t.rps)), table.concat(runs, ", "),
+        way == "proxy" and "1.00x" or ratio(way == "mm" and ngx[c].ratio or ngx[c].direct_ratio),
+        tostring(t.non2xx), tostring(t.sock), ("%.2f"):format(median(t.p50)), ("%.2f"):format(median(t.p99)),
+        #t.cpu > 0 and ("%.1f"):format(median(t.cpu)) or "?" })
+    end
+  end
+  w()
+  local calls, dispatches = tonumber(R.ngx_calls) or 0, tonumber(R.ngx_dispatches) or 0
+  w(("mm.ngx over all its runs: %s calls in %s thread calls (%.1f per thread call), %s timed out in the queue; "
+    .. "%s error-level lines in nginx's log."):format(fmt_int(calls), fmt_int(dispatches),
+    dispatches > 0 and calls / dispatches or 0, R.ngx_busy or "?", R.ngx_error_lines or "?"))
+  w()
+end
 
 local af = io.open("bench/ANALYSIS.md")
 if af then

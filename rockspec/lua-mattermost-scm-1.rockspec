@@ -36,6 +36,7 @@ build = {
     ["mm.endpoints"] = "lua/mm/endpoints.lua",
     ["mm.errors"] = "lua/mm/errors.lua",
     ["mm.jobs"] = "lua/mm/jobs.lua",
+    ["mm.ngx"] = "lua/mm/ngx.lua",
     ["mm.pacer"] = "lua/mm/pacer.lua",
     ["mm.core"] = {
       sources = { "csrc/mm_core.c" },
