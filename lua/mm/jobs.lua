@@ -17,6 +17,7 @@ local argmsg, check_self = client.argmsg, client.check_self
 local TERMINAL = { success = true, error = true, canceled = true, warning = true }
 local WAIT_OPTIONS = { timeout = "number", interval = "number", on_poll = "function" }
 
+--- wait_job's options checked: the table (nil: none), or nil and why.
 local function check_wait_options(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then return nil, "options table expected, got " .. type(opts) end
@@ -34,6 +35,8 @@ local function check_wait_options(opts)
   end
   return opts
 end
+
+M.check_wait_options = check_wait_options
 
 --- client:wait_job(id, opts): polls until the job ends. `timeout` bounds
 -- the whole call: each poll gets at most the time left.

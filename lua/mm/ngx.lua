@@ -31,6 +31,10 @@
 -- local token, err = mm.regen_token(ngx.var.id)   -- the request yields meanwhile
 -- if not token then ngx.log(ngx.ERR, tostring(err)) return ngx.exit(502) end
 local mm = require "mm"
+local mm_client = require "mm.client"
+local args = require "mm.args"
+local errors = require "mm.errors"
+local jobs = require "mm.jobs"
 
 -- luacheck: read globals ngx.run_worker_thread (lua-nginx-module 0.10.21+, newer than luacheck's ngx_lua std)
 
@@ -41,24 +45,12 @@ local unpack = unpack or table.unpack -- luacheck: compat
 local concat, sort = table.concat, table.sort
 local is_error = mm.is_error
 
--- The endpoint names: rows of mm's endpoint table (each with `name`), or,
--- in an mm that has no such table yet, its three methods.
-local function endpoint_names()
-  local names = {}
-  if type(mm.endpoints) == "table" then
-    for i, row in ipairs(mm.endpoints) do names[i] = row.name end
-  else
-    names = { "create_job", "get_job", "regen_token" }
-  end
-  return names
-end
-
+-- The methods made from mm's endpoint table: every row's name and aliases.
 local ENDPOINTS = {}
-for _, name in ipairs(endpoint_names()) do ENDPOINTS[name] = true end
-
--- wait_job's error kind for "not finished in time" (mm names it
--- "wait_timeout" from the release that has the endpoint table on).
-local WAIT_TIMEOUT = mm.endpoints and "wait_timeout" or "timeout"
+for _, row in ipairs(mm.endpoints) do
+  ENDPOINTS[row.name] = true
+  for _, alias in ipairs(row.aliases or {}) do ENDPOINTS[alias] = true end
+end
 
 -- ========================================================================
 -- The thread side: runs in the pool's Lua VMs, which are plain Lua states
@@ -164,30 +156,9 @@ end
 local ngx = ngx -- nil in the pool's VMs, where none of what follows runs
 local semaphore -- ngx.semaphore, loaded on first use (absent in the pool's VMs)
 
-local function argmsg(fname, n, msg)
-  return ("bad argument #%d to '%s' (%s)"):format(n, fname, msg)
-end
-
-local function typename(v)
-  return v == nil and "no value" or type(v)
-end
-
--- Error objects lose their metatable on the way back from the pool; this
--- gives them mm's again. (mm.error_from where mm has it; before that, the
--- metatable that mm.is_error compares with.)
-local error_mt
-local function error_from(t)
-  if mm.error_from then return mm.error_from(t) end
-  if not error_mt then
-    for i = 1, 255 do
-      local name, v = debug.getupvalue(is_error, i)
-      if name == nil then break end
-      if name == "Error" then error_mt = v end
-    end
-    assert(type(error_mt) == "table" and is_error(setmetatable({}, error_mt)), "mm.ngx: mm's error type not found")
-  end
-  return setmetatable(t, error_mt)
-end
+local argmsg, typename = mm_client.argmsg, args.typename
+-- Error objects lose their metatable on the way back from the pool.
+local error_from = mm.error_from
 
 -- Only strings, numbers, booleans, nil and tables of them cross into the
 -- pool's VMs; nginx copies tables without cycle checks, so depth is
@@ -575,7 +546,7 @@ local function new_client(opts, fname)
   if dbg then cfg.debug = true end -- the pool's client gathers the lines; they come back with the results
   return setmetatable({
     _key = key, _cfg = cfg, _pool = pool, _queue_timeout = qt, _text = text,
-    _debug = dbg or nil, _token = cfg.token,
+    _debug = dbg or nil, _scrub = errors.scrubber(cfg.token),
   }, Client)
 end
 
@@ -683,11 +654,6 @@ local TERMINAL = { success = true, error = true, canceled = true, warning = true
 
 -- s with every occurrence of the token replaced (an id the caller passes
 -- could be one).
-local function redact(s, token)
-  if type(s) ~= "string" or not token or token == "" then return s end
-  return (s:gsub(token:gsub("%p", "%%%0"), "[redacted]"))
-end
-
 --- Polls a job until it ends, as `mm`'s `wait_job` (options `timeout`,
 -- default 60 s, and `interval`, default 1 s). Between polls the caller
 -- sleeps with `ngx.sleep`: no pool thread is held meanwhile.
@@ -697,39 +663,27 @@ end
 function Client:wait_job(id, opts)
   local why = self_problem(self, "wait_job")
   if why then raise(why, 2) end
-  if opts == nil then
-    opts = {}
-  elseif type(opts) ~= "table" then
-    raise(argmsg("wait_job", 2, "options table expected, got " .. type(opts)), 2)
-  end
-  for k, v in pairs(opts) do
-    if k ~= "timeout" and k ~= "interval" then
-      raise(argmsg("wait_job", 2, "unknown option '" .. tostring(k) .. "'"), 2)
-    end
-    -- an interval of 0 would poll the server in a tight loop
-    local low = k == "interval" and 0.001 or 0
-    if type(v) ~= "number" or not (v >= low and v <= 86400) then
-      raise(argmsg("wait_job", 2, ("option '%s' must be a number of seconds from %g to 86400"):format(k, low)), 2)
-    end
-  end
-  local call
-  call, why = pack_call("wait_job", id)
-  if not call then raise(why, 2) end
-  call[1] = "get_job"
+  local _, idwhy = args.types.id(id)
+  if idwhy then raise(argmsg("wait_job", 1, idwhy), 2) end
+  opts, why = jobs.check_wait_options(opts)
+  if not opts then raise(argmsg("wait_job", 2, why), 2) end
+  local call = { "get_job", id }
   local timeout, interval = opts.timeout or 60, opts.interval or 1
   ngx.update_time()
   local deadline = ngx.now() + timeout
-  local path = redact("/api/v4/jobs/" .. tostring(id), self._token)
+  local scrub = self._scrub
+  local path = scrub("/api/v4/jobs/" .. tostring(id))
   while true do
     local result, mark = submit(self, { call = call })
-    if mark == "r" then raise((result:gsub("to 'get_job'", "to 'wait_job'", 1)), 2) end
+    if mark == "r" then raise(result, 2) end
     if mark == "e" then return nil, error_from(result) end
     local job = result
+    if opts.on_poll then opts.on_poll(job) end
     if job.status == "error" then
       local detail = type(job.data) == "table" and type(job.data.error) == "string" and job.data.error
       return nil, error_from{
         kind = "job", job = job, method = "GET", path = path,
-        message = redact("job " .. id .. " ended in error" .. (detail and (": " .. detail) or ""), self._token),
+        message = scrub("job " .. id .. " ended in error" .. (detail and (": " .. detail) or "")),
       }
     end
     if TERMINAL[job.status] then return job end
@@ -737,8 +691,8 @@ function Client:wait_job(id, opts)
     local left = deadline - ngx.now()
     if left <= 0 then
       return nil, error_from{
-        kind = WAIT_TIMEOUT, job = job, method = "GET", path = path,
-        message = redact(("job %s still %s after %g s"):format(id, tostring(job.status), timeout), self._token),
+        kind = "wait_timeout", job = job, method = "GET", path = path,
+        message = scrub("job " .. id .. " still " .. tostring(job.status) .. (" after %g s"):format(timeout)),
       }
     end
     ngx.sleep(interval < left and interval or left)
