@@ -456,8 +456,13 @@ local function submit(client, item)
   local qt = client._queue_timeout
   local deadline = ngx.now() + qt
   while true do
-    -- once taken, the call ends by the client's own timeouts
+    -- once taken, the call ends by the client's own timeouts. Below a
+    -- millisecond ngx.semaphore does not wait at all, and the cached
+    -- clock would not move either: that is the deadline, or this loop
+    -- would spin in the event loop.
+    ngx.update_time()
     local left = item.taken and 60 or deadline - ngx.now()
+    if left < 0.001 then left = 0 end
     local ok = left > 0 and item.sema:wait(left)
     if item.done then
       if ok then spare[#spare + 1] = item.sema end
@@ -469,7 +474,7 @@ local function submit(client, item)
       end
       return item.result, item.mark
     end
-    if not item.taken and ngx.now() >= deadline then
+    if not item.taken and (left == 0 or ngx.now() >= deadline) then
       item.cancelled = true
       p.queued, p.busy = p.queued - 1, p.busy + 1
       return { kind = "busy", message = ("no thread of pool '%s' free within %g s"):format(p.name, qt) }, "e"
