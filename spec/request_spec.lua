@@ -178,6 +178,8 @@ describe("request: paths", function()
       { "jobs x", "must not contain white space or control characters" }, { "jobs\t", "white space" },
       { "jobs\r\nX-Evil: 1", "white space" }, { "jobs\0", "control characters" },
       { "jobs/%zz", "has a '%%' that does not start an escape" }, { "50%", "does not start an escape" },
+      { "http://evil.example.com/x", "must be relative to /api/v4, not a URL" },
+      { "HTTPS://evil.example.com/x", "not a URL" }, { "mailto:x", "not a URL" },
     }
     for _, case in ipairs(bad) do
       raises("bad argument #2 to 'request' %(.-" .. case[2], c.request, c, "GET", case[1])

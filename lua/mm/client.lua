@@ -458,7 +458,7 @@ local function perform(self, row, method, url, body, ropts, deadline)
       tries = tries + 1
       local wait = retry_wait(self, row.idempotent, err, tries)
       if not wait or (deadline and now + wait >= deadline) then return nil, err end
-      if log then log(("retrying in %.2f s after %s"):format(wait, tostring(err))) end
+      if log then log(("retrying in %.3f s after %s"):format(wait, tostring(err))) end
       if not sleep(wait, self._interrupt) then return nil, err end
     end
   end
@@ -767,6 +767,10 @@ function M.build_request(self, method, path, opts)
     if not want:find(type(v), 1, true) then
       return nil, 3, ("option '%s' must be a %s, got %s"):format(k, want:gsub("|", " or "), type(v))
     end
+  end
+  -- the server is the client's: a URL here would only become a path on it
+  if path:find("^%a[%w+.-]*:") then
+    return nil, 2, "path must be relative to /api/v4, not a URL (the server is the client's option 'url')"
   end
   path = path:gsub("^/?api/v4/", "/"):gsub("^/?api/v4$", "/")
   if path:sub(1, 1) ~= "/" then path = "/" .. path end
