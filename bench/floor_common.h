@@ -74,6 +74,9 @@ static void setup_request(CURL *h, struct curl_slist *hdrs, buf *body) {
   curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
   curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+  /* mm asks for gzip by default (option compression): libcurl sends
+   * Accept-Encoding and would decode a gzip body. */
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
 }
