@@ -96,8 +96,16 @@ typedef struct {
   int fd;
   char *out_path, *tmp_path;
   curl_off_t written;
-  long bufsize;       /* CURLOPT_BUFFERSIZE last set, to set it only on change */
+  /* What the per-request options were last set to on this easy handle,
+   * so that a request like the last one sets only its URL: a setopt
+   * costs about 100 instructions, CUSTOMREQUEST a strdup besides
+   * (bench/ANALYSIS.md). Unknown: NULL or -1. */
+  const struct curl_slist *set_headers;
+  int set_method;     /* method of a body-less request (a body is set every time) */
+  int set_pipewait;
   int low_speed;      /* the low-speed check is on (a download to a file) */
+  long set_timeout_ms, set_bufsize;
+  curl_off_t set_maxfilesize;
   char errbuf[CURL_ERROR_SIZE];
 } mm_slot;
 
@@ -400,10 +408,16 @@ static void slot_clear(lua_State *L, mm_client *c, mm_slot *s) {
   s->state = SLOT_FREE;
   if (s->extra_headers != NULL) {
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
+    s->set_headers = NULL;
     free_secret_list(s->extra_headers);
     s->extra_headers = NULL;
   }
-  if (s->easy != NULL) curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+  /* A body is a Lua string that libcurl must not keep pointing to. (A
+   * body-less request's is a static "".) */
+  if (s->body_ref != LUA_NOREF && s->easy != NULL) {
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+    s->set_method = -1;
+  }
   out_discard(s);
   free(s->out_path);
   s->out_path = NULL;
@@ -676,6 +690,9 @@ static mm_slot *slot_free(lua_State *L, mm_client *c) {
     s->index = c->nslots;
     s->fd = -1;
     s->tag_ref = s->body_ref = LUA_NOREF;
+    s->set_method = s->set_pipewait = -1;
+    s->set_timeout_ms = s->set_bufsize = -1;
+    s->set_maxfilesize = -1;
     slots[c->nslots++] = s;
   }
   if (s->easy == NULL) {
@@ -726,6 +743,72 @@ static void request_options(lua_State *L, int oi, mm_slot *s, long *timeout_ms) 
   }
 }
 
+/* The options of a request other than its URL, each set only when it
+ * differs from what the slot's handle has (see mm_slot). timeout_ms is
+ * the request's own timeout, 0 when it has none. */
+static void set_request_options(lua_State *L, const mm_client *c, mm_slot *s, int m, const char *body,
+                                size_t body_len, int post_mode, long timeout_ms, int https) {
+  CURL *h = s->easy;
+  const struct curl_slist *headers = s->extra_headers ? s->extra_headers
+                                     : body != NULL   ? c->headers_body
+                                     : post_mode      ? c->headers_noct
+                                                      : c->headers;
+  /* A body-less request's method options come back the same each time;
+   * a body is a new string each time. */
+  int method = body != NULL ? -1 : m;
+  curl_off_t maxfilesize = s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body;
+  long bufsize = s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE;
+
+  /* Waiting for a possible HTTP/2 connection pays only where ALPN can
+   * offer it; on http:// it would hold every new transfer of a fresh
+   * client until the first answer shows HTTP/1.1. */
+  if (s->set_pipewait != https) {
+    SETOPT(L, h, CURLOPT_PIPEWAIT, (long)https);
+    s->set_pipewait = https;
+  }
+  if (s->set_headers != headers) {
+    SETOPT(L, h, CURLOPT_HTTPHEADER, headers);
+    s->set_headers = headers;
+  }
+  if (method < 0 || s->set_method != method) {
+    s->set_method = -1; /* unknown until all are set */
+    if (post_mode) {
+      SETOPT(L, h, CURLOPT_POST, 1L);
+      SETOPT(L, h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+      SETOPT(L, h, CURLOPT_POSTFIELDS, body ? body : "");
+      SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
+    } else {
+      SETOPT(L, h, CURLOPT_HTTPGET, 1L);
+      SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
+      SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
+    }
+    s->set_method = method;
+  }
+  /* A download of gigabytes takes as long as it takes: unless the
+   * request sets a timeout of its own, it fails only when no byte came
+   * for the client's timeout (libcurl's low-speed check). */
+  if (!s->out_path && timeout_ms == 0) timeout_ms = c->timeout_ms;
+  if (s->set_timeout_ms != timeout_ms) {
+    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    s->set_timeout_ms = timeout_ms;
+  }
+  if (s->low_speed != (s->out_path != NULL)) {
+    SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, s->out_path ? 1L : 0L);
+    SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, s->out_path && c->timeout_ms > 0 ? (c->timeout_ms + 999) / 1000 : 0L);
+    s->low_speed = s->out_path != NULL;
+  }
+  /* A body for memory is refused at once when its announced length is
+   * over the cap; a file has no cap but the disk. */
+  if (s->set_maxfilesize != maxfilesize) {
+    SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, maxfilesize);
+    s->set_maxfilesize = maxfilesize;
+  }
+  if (s->set_bufsize != bufsize) {
+    SETOPT(L, h, CURLOPT_BUFFERSIZE, bufsize);
+    s->set_bufsize = bufsize;
+  }
+}
+
 /*
  * Prepares slot s for a request whose method, url, body (nil or a
  * string), headers (nil or an array of extra header lines) and options
@@ -741,14 +824,7 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
   CURLMcode mc;
   CURL *h = s->easy;
 
-  /* What a start that raised half-way may have left. */
-  if (s->extra_headers != NULL) {
-    SETOPT(L, h, CURLOPT_HTTPHEADER, NULL);
-    free_secret_list(s->extra_headers);
-    s->extra_headers = NULL;
-  }
-  free(s->out_path);
-  s->out_path = NULL;
+  slot_clear(L, c, s); /* what a start that raised half-way may have left */
 
   m = method_index(lua_tostring(L, mi));
   if (m < 0) luaL_error(L, "request method must be one of GET HEAD DELETE POST PUT PATCH");
@@ -794,48 +870,7 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
   s->out_mode = s->out_path ? OUT_UNDECIDED : OUT_MEMORY;
 
   SETOPT(L, h, CURLOPT_URL, url);
-  /* Waiting for a possible HTTP/2 connection pays only where ALPN can
-   * offer it; on http:// it would hold every new transfer of a fresh
-   * client until the first answer shows HTTP/1.1. */
-  SETOPT(L, h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
-  SETOPT(L, h, CURLOPT_HTTPHEADER,
-         s->extra_headers ? s->extra_headers
-         : body != NULL   ? c->headers_body
-         : post_mode      ? c->headers_noct
-                          : c->headers);
-  if (post_mode) {
-    SETOPT(L, h, CURLOPT_POST, 1L);
-    SETOPT(L, h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    SETOPT(L, h, CURLOPT_POSTFIELDS, body ? body : "");
-    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
-  } else {
-    SETOPT(L, h, CURLOPT_HTTPGET, 1L);
-    SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
-    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
-  }
-  if (s->out_path != NULL) {
-    /* A download of gigabytes takes as long as it takes: unless the
-     * request sets a timeout of its own, it fails only when no byte came
-     * for the client's timeout (libcurl's low-speed check). */
-    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, c->timeout_ms > 0 ? (c->timeout_ms + 999) / 1000 : 0L);
-    s->low_speed = 1;
-  } else {
-    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : c->timeout_ms);
-    if (s->low_speed) {
-      SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 0L);
-      SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, 0L);
-      s->low_speed = 0;
-    }
-  }
-  /* A body for memory is refused at once when its announced length is
-   * over the cap; a file has no cap but the disk. */
-  SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body);
-  if (s->bufsize != (s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE)) {
-    s->bufsize = s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE;
-    SETOPT(L, h, CURLOPT_BUFFERSIZE, s->bufsize);
-  }
+  set_request_options(L, c, s, m, body, body_len, post_mode, timeout_ms, curl_strnequal(url, "https:", 6));
 
   /* The body stays referenced for as long as libcurl borrows it. */
   if (body != NULL) {
