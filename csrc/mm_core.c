@@ -125,6 +125,7 @@ struct mm_client {
   struct curl_slist *headers_noct; /* defaults + "Content-Type:" (no body) */
   struct curl_slist *headers_body; /* defaults + the body headers */
   char *capture[MM_MAX_CAPTURE];   /* lower-case header names to pick out */
+  size_t capture_len[MM_MAX_CAPTURE];
   int ncapture;
   int closed;
 };
@@ -277,11 +278,6 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return buf_append(&s->body, p, total) ? total : 0;
 }
 
-static int name_is(const char *p, size_t len, const char *name) {
-  size_t n = strlen(name);
-  return len == n && curl_strnequal(p, name, n);
-}
-
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   mm_slot *s = ud;
   const mm_client *c = s->client;
@@ -300,7 +296,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (!buf_append(&s->head, p, total)) return 0;
   colon = c->ncapture > 0 ? memchr(p, ':', total) : NULL;
   for (i = 0; colon != NULL && i < c->ncapture; i++) {
-    if (name_is(p, (size_t)(colon - p), c->capture[i])) {
+    /* the lengths first: most lines are none of the names */
+    if ((size_t)(colon - p) == c->capture_len[i] && curl_strnequal(p, c->capture[i], c->capture_len[i])) {
       size_t v = (size_t)(colon - p) + 1, e = total;
       while (v < e && (p[v] == ' ' || p[v] == '\t')) v++;
       while (e > v && (p[e - 1] == '\r' || p[e - 1] == '\n' || p[e - 1] == ' ' || p[e - 1] == '\t')) e--;
@@ -557,6 +554,7 @@ static void set_capture(lua_State *L, mm_client *c, int idx) {
     if (copy == NULL) luaL_error(L, "out of memory");
     for (p = copy; *p; p++)
       if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    c->capture_len[c->ncapture] = strlen(copy);
     c->capture[c->ncapture++] = copy;
     lua_pop(L, 1);
   }
