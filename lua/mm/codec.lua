@@ -15,7 +15,8 @@ M.parse_headers = core.parse_headers
 local null = json.null
 
 --- Decodes JSON text: the value, or nil and why.
-function M.decode(s) return json.decode(s) end
+-- @function decode
+M.decode = json.decode
 
 --- A decoded JSON value as plain Lua: null becomes nil (no cjson.null
 -- reaches users) and whole numbers become integers on Lua 5.3+ (cjson
