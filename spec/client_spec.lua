@@ -340,6 +340,12 @@ describe("argument checks raise and send nothing", function()
     local c = client("sysadmin")
     raises("call create_job with a colon: client:create_job%(%.%.%.%)", c.create_job, { type = "x" })
     raises("call regen_token with a colon", c.regen_token, cmd("C_admin"))
+    raises("call regen_token with a colon", c.regen_token, nil)
+    -- a table dressed as a client is not one: nothing is sent
+    local forged = setmetatable({ _root = c._root, _core = c._core }, getmetatable(c))
+    raises("call regen_token with a colon", forged.regen_token, forged, cmd("C_admin"))
+    raises("use c:close%(%), not c.close%(%)", forged.close, forged)
+    assert.same({}, stub.requests())
   end)
 
   it("the error names the caller's line", function()

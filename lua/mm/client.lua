@@ -168,6 +168,11 @@ local Client = { __name = "mm.client" }
 Client.__index = Client
 M.Client = Client
 
+-- The clients M.new made, weakly: every call first checks that it was
+-- given one, and a table lookup costs a few dozen instructions where
+-- getmetatable(self) == Client costs about 400 (bench/ANALYSIS.md).
+local clients = setmetatable({}, { __mode = "k" })
+
 --- Makes a client, or returns nil and why (`mm.new` raises it).
 function M.new(opts)
   local root, why = check_options(opts)
@@ -192,7 +197,7 @@ function M.new(opts)
   if log == true or (log == nil and getenv("MM_DEBUG") == "1") then log = stderr_log end
   local shown = { "Authorization: Bearer [redacted]", "Accept: application/json", "User-Agent: " .. ua }
   if compression then shown[#shown + 1] = "Accept-Encoding: gzip" end
-  return setmetatable({
+  local c = setmetatable({
     _core = handle,
     _root = root,
     _timeout = opts.timeout or d.timeout,
@@ -207,6 +212,8 @@ function M.new(opts)
     _pacer = pacer.new(),
     _random = jitter_source(),
   }, Client)
+  clients[c] = true
+  return c
 end
 
 function Client:__tostring()
@@ -223,7 +230,7 @@ end
 -- @usage
 -- local c <close> = mm.new{ url = url, token = token }
 function Client:close()
-  if getmetatable(self) ~= Client then error("mm: use c:close(), not c.close()", 2) end
+  if not clients[self] then error("mm: use c:close(), not c.close()", 2) end
   self._closed = true
   self._core:close()
 end
@@ -231,7 +238,7 @@ Client.__close = Client.close
 
 -- A method called with a dot gets no client: say so plainly.
 local function check_self(self, name)
-  if getmetatable(self) ~= Client then
+  if not clients[self] then
     return ("mm: call %s with a colon: client:%s(...), not client.%s(...)"):format(name, name, name)
   end
   if self._closed then return "mm: attempt to use a closed client" end
@@ -465,7 +472,7 @@ M.perform = perform
 function M.invoker(row)
   local build, method = row.build, row.method
   return function(self, ...)
-    if getmetatable(self) ~= Client or self._closed then return nil, check_self(self, row.name) end
+    if not clients[self] or self._closed then return nil, check_self(self, row.name) end
     local url, body, ropts = build(self._root, ...)
     if not url then return nil, argmsg(row.name, body, ropts) end
     local value, err, extra = perform(self, row, method, url, body, ropts)
