@@ -169,12 +169,12 @@ elseif mode == "download" then
   assert(c:regen_token(IDS[1]), "the target did not answer")
   local rss0, hwm0 = rss_kib()
   local t0 = now()
-  local bytes, err = c:download_job(arg[3], arg[4])
+  local bytes, err = c:download_job(arg[3], arg[4]) -- err: the content type when it worked
   local secs = now() - t0
   local rss1, hwm1 = rss_kib()
   print(("ok=%d fail=%d seconds=%.6f bytes=%s rss_before_kib=%d rss_after_kib=%d hwm_before_kib=%d hwm_after_kib=%d%s")
     :format(bytes and 1 or 0, bytes and 0 or 1, secs, tostring(bytes), rss0, rss1, hwm0, hwm1,
-      err and (" error=" .. tostring(err.kind)) or ""))
+      bytes and "" or (" error=" .. tostring(err.kind))))
   c:close()
 elseif mode == "ua" then
   -- As mm.lua builds it; bench/run checks it against the captured request.
