@@ -43,8 +43,9 @@ static double now(void) {
 }
 
 /* mm's headers, from BENCH_TOKEN and BENCH_UA; `prog` names the program
- * in the error when they are missing. */
-static struct curl_slist *headers(const char *prog) {
+ * in the error when they are missing. `put` adds what mm adds for a
+ * body-less PUT: "Content-Type:" (no form type from libcurl). */
+static struct curl_slist *headers(const char *prog, int put) {
   const char *token = getenv("BENCH_TOKEN"), *ua = getenv("BENCH_UA");
   char line[512];
   struct curl_slist *l = NULL;
@@ -58,22 +59,28 @@ static struct curl_slist *headers(const char *prog) {
   snprintf(line, sizeof line, "User-Agent: %s", ua);
   l = curl_slist_append(l, line);
   l = curl_slist_append(l, "Expect:");
-  l = curl_slist_append(l, "Content-Type:");
+  if (put) l = curl_slist_append(l, "Content-Type:");
   if (l == NULL) exit(2);
   return l;
 }
 
-/* The request options both floors set on an easy handle: mm's PUT
- * regen_token with no body, its timeouts, the body into `body`. */
-static void setup_request(CURL *h, struct curl_slist *hdrs, buf *body) {
+/* The request options the floors set on an easy handle: mm's PUT
+ * regen_token with no body (`put`) or its GET, its timeouts, the body
+ * into `body`. */
+static void setup_request(CURL *h, struct curl_slist *hdrs, buf *body, int put) {
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(h, CURLOPT_POST, 1L);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+  if (put) {
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+  }
+  /* mm asks for gzip by default (option compression): libcurl sends
+   * Accept-Encoding and would decode a gzip body. */
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
 }

@@ -1,89 +1,92 @@
--- bench/lua_parts.lua: what the per-call steps of mm.lua's regen_token
--- cost, and what cheaper forms of them would cost. bench/run runs each
--- part under callgrind at two repeat counts; the difference / count is its
--- instructions per call.
+-- bench/lua_parts.lua: what pieces of a call's Lua layer cost, each alone.
+-- bench/run runs each part under callgrind at two repeat counts; the
+-- difference / count is its instructions per execution.
 --
--- The "was:" parts are copies of code in lua/mm.lua up to commit 3d8d679
--- (the state bench/ANALYSIS.md analyses); the "alt:" parts are the cheaper
--- forms it proposes, several of which mm.lua has since adopted.
+-- The "was:" parts are copies of code the library had before the work in
+-- bench/ANALYSIS.md (up to 377c27a); the "now:" parts are what replaced
+-- them; the others are the unit costs that analysis counts in.
 --
--- Usage: lua bench/lua_parts.lua list | NAME COUNT
+-- Usage: lua bench/lua_parts.lua list | INDEX COUNT   (from the repository root)
+local build = "build/lua" .. _VERSION:match("%d+%.%d+")
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local core = require "mm.core"
 local json = require("cjson.safe").new()
 
 local id = "bench000000000000000000042"
 local body = '{"token":"benchfaketoken000000000000"}'
-local root = "http://127.0.0.1:8080/api/v4"
-local headers = {
-  server = "nginx", date = "Thu, 01 Jan 2026 00:00:00 GMT", ["content-type"] = "application/json",
-  ["content-length"] = "38", connection = "keep-alive",
-  ["x-request-id"] = "benchrequestid000000000000", ["x-version-id"] = "9.11.0.bench",
-}
-local header_names, header_values = {}, {}
-for k, v in pairs(headers) do
-  header_names[#header_names + 1] = k
-  header_values[#header_values + 1] = v
-end
+local JOB = '{"id":"job00000000000000000000200","type":"message_export","priority":0,"create_at":1700012000000,'
+  .. '"start_at":1700012001500,"last_activity_at":1700012042000,"status":"success","progress":100,'
+  .. '"data":{"batch_size":"10000","batch_start_timestamp":"1699925600000","export_type":"actiance",'
+  .. '"is_downloadable":"true","messages_exported":"7400","warning_count":"0"}}'
+local find, is_lower_alnum = string.find, core.is_lower_alnum
+local Client = { __name = "mm.client" }
+local client = setmetatable({}, Client)
+local clients = setmetatable({ [client] = true }, { __mode = "k" })
+local null, tointeger = json.null, math.tointeger or function(x) return x end
 
-local tointeger = math.tointeger
-local function plain(v)
-  if v == json.null then return nil end
+local function plain_was(v)
+  if v == null then return nil end
   local t = type(v)
   if t == "number" then return tointeger(v) or v end
   if t == "table" then
-    for k, x in pairs(v) do v[k] = plain(x) end
+    for k, x in pairs(v) do v[k] = plain_was(x) end
   end
   return v
 end
 
+local function plain_now(t)
+  for k, x in pairs(t) do
+    if x == null then
+      t[k] = nil
+    else
+      local ty = type(x)
+      if ty == "table" then
+        plain_now(x)
+      elseif ty == "number" then
+        t[k] = tointeger(x) or x
+      end
+    end
+  end
+  return t
+end
+
+local function two(a, b) return a, b end
+
 local PARTS = {
   { "baseline", "an empty function call (subtracted from the others)", function() end },
-  { "was: id check", "`type(id)`, `#id == 26`, `id:find(\"[^a-z0-9]\")`", function()
-    if type(id) ~= "string" then return 1 end
-    if #id ~= 26 then return 2 end
-    if id:find("[^a-z0-9]") then return 3 end
+  { "was: id check", "`type(id)`, `#id == 26`, `find(id, \"^[a-z0-9]+$\")`", function()
+    return type(id) == "string" and #id == 26 and find(id, "^[a-z0-9]+$")
   end },
-  { "alt: id check, anchored", "the same with `not id:find(\"^[a-z0-9]+$\")`", function()
-    if type(id) ~= "string" then return 1 end
-    if #id ~= 26 then return 2 end
-    if not id:find("^[a-z0-9]+$") then return 3 end
+  { "now: id check", "`core.is_lower_alnum(id, 26)`", function()
+    return is_lower_alnum(id, 26)
   end },
-  { "was: request table", "3 concatenations and the `{method, path, url}` table", function()
-    local path = "/commands/" .. id .. "/regen_token"
-    return { method = "PUT", path = "/api/v4" .. path, url = root .. path }
+  { "was: is it a client", "`getmetatable(c) == Client`", function()
+    return getmetatable(client) == Client
   end },
-  { "alt: URL only", "`root .. \"/commands/\" .. id .. \"/regen_token\"`, no table", function()
-    return root .. "/commands/" .. id .. "/regen_token"
+  { "now: is it a client", "`clients[c]` (a weak-keyed table)", function()
+    return clients[client]
   end },
-  { "was: is_json", "`ct:lower()`, then `match(\"^%s*application/json%s*$\")` (or `...%s*;`)", function()
-    local ct = headers["content-type"]
-    if ct == nil then return false end
-    ct = ct:lower()
-    return ct:match("^%s*application/json%s*$") ~= nil or ct:match("^%s*application/json%s*;") ~= nil
+  { "JSON: a token", "`json.decode` of `{\"token\":\"...\"}` (lua-cjson)", function()
+    return json.decode(body)
   end },
-  { "alt: is_json fast path", "`ct == \"application/json\"` before the general match", function()
-    local ct = headers["content-type"]
-    if ct == "application/json" then return true end
-    if ct == nil then return false end
-    ct = ct:lower()
-    return ct:match("^%s*application/json%s*$") ~= nil or ct:match("^%s*application/json%s*;") ~= nil
+  { "JSON: a job", "`json.decode` of one job (321 bytes)", function()
+    return json.decode(JOB)
   end },
-  { "was: decode + plain", "`json.decode(body)` and `plain()` over the result", function()
-    return plain(json.decode(body))
+  { "was: a job, plain()", "`json.decode` of the job, then plain() with a call per value", function()
+    return plain_was(json.decode(JOB))
   end },
-  { "alt: decode only", "`json.decode(body)`, token read directly", function()
-    local t = json.decode(body)
-    return type(t) == "table" and t.token
+  { "now: a job, plain()", "`json.decode` of the job, then plain() testing values in its loop", function()
+    return plain_now(json.decode(JOB))
   end },
-  { "header table (Lua)", "a 7-entry table like the one mm.core built per response up to 3d8d679", function()
-    local t = {}
-    for i = 1, #header_names do t[header_names[i]] = header_values[i] end
-    return t
+  { "a Lua call", "`two(1, 2)`, a Lua function of two arguments", function()
+    return two(1, 2)
   end },
-  { "header table, presized", "the same, made with a preallocated hash part", function()
-    local t = { server = false, date = false, ["content-type"] = false, ["content-length"] = false,
-      connection = false, ["x-request-id"] = false, ["x-version-id"] = false }
-    for i = 1, #header_names do t[header_names[i]] = header_values[i] end
-    return t
+  { "a C call", "`type(id)`", function()
+    return type(id)
+  end },
+  { "a URL", "`root .. \"/commands/\" .. id .. \"/regen_token\"`", function()
+    return "http://127.0.0.1:8080/api/v4" .. "/commands/" .. id .. "/regen_token"
   end },
 }
 

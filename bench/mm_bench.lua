@@ -6,6 +6,12 @@
 --   mem   BASE_URL N            VmRSS before and after N calls on one client
 --   lua   N [WARMUP]            the Lua layer alone: the client's C handle is
 --                               replaced by a stub returning a canned answer
+--   jobs  BASE_URL N [WARMUP]   N sequential c:get_jobs{per_page = 200}
+--   shape FILE N                N times what get_jobs does with a 200 answer
+--                               whose body is FILE (decoding, checks, plain)
+--   jobs_body                   prints the canned answer of 200 jobs
+--   download BASE_URL ID FILE   one c:download_job(ID, FILE); seconds, bytes
+--                               and VmRSS/VmHWM before and after
 --   ua                          the User-Agent value mm sends
 --
 -- Each prints one line of key=value pairs. The bearer token is
@@ -52,6 +58,17 @@ local function sequential(c, n, warmup)
   return ok, fail, now() - t0
 end
 
+-- N calls of f after WARMUP untimed ones; a call is ok when ok(value).
+local function calls(f, n, warmup, ok_value)
+  for _ = 1, warmup do f() end
+  local ok, fail = 0, 0
+  local t0 = now()
+  for _ = 1, n do
+    if ok_value(f()) then ok = ok + 1 else fail = fail + 1 end
+  end
+  return ok, fail, now() - t0
+end
+
 local function rss_kib()
   local f = assert(io.open("/proc/self/status"))
   local s = f:read("a")
@@ -94,23 +111,71 @@ elseif mode == "mem" then
   c:close()
 elseif mode == "lua" then
   -- A stand-in for the C handle, answering what nginx answers. It follows
-  -- the private interface of mm.core's client:request(method, url,
-  -- headers, body) -> status, body, content_type, header_block; if that
-  -- interface changes, this mode fails and bench/run reports it as n/a.
+  -- the private interface of mm.core's client:request(method, url, body,
+  -- headers, opts) -> response table {status, body, content_type, head}
+  -- (bench/README.md); one table, made once, so that only the Lua layer
+  -- is measured. If that interface changes, this mode fails and bench/run
+  -- reports it as n/a.
   local body = '{"token":"' .. ("x"):rep(26) .. '"}'
-  local head = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
-    .. "Content-Type: application/json\r\nContent-Length: " .. #body .. "\r\nConnection: keep-alive\r\n"
-    .. "X-Request-Id: benchrequestid000000000000\r\nX-Version-Id: 9.11.0.bench\r\n\r\n"
+  local resp = {
+    status = 200, body = body, content_type = "application/json",
+    head = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+      .. "Content-Type: application/json\r\nContent-Length: " .. #body .. "\r\nConnection: keep-alive\r\n"
+      .. "X-Request-Id: benchrequestid000000000000\r\nX-Version-Id: 9.11.0.bench\r\n\r\n",
+  }
   local stub = {}
   function stub.request(_, method, url)
     assert(method and url, "mm.core interface changed")
-    return 200, body, "application/json", head
+    return resp
   end
   function stub.close() end
   local c = mm.new{ url = "http://127.0.0.1:9", token = "benchfaketoken", retries = 0 }
+  c._core:close()
   c._core = stub -- the bench only: a private field, to take the C core out
   local ok, fail, secs = sequential(c, count(arg[2]), count(arg[3] or 0))
   print(("ok=%d fail=%d seconds=%.6f"):format(ok, fail, secs))
+elseif mode == "jobs" then
+  local c = client(arg[2])
+  local ok, fail, secs = calls(function() return c:get_jobs{ per_page = 200 } end, count(arg[3]), count(arg[4] or 0),
+    function(jobs) return type(jobs) == "table" and #jobs == 200 end)
+  print(("ok=%d fail=%d seconds=%.6f"):format(ok, fail, secs))
+  c:close()
+elseif mode == "shape" then
+  -- The reader get_jobs applies to a 2xx answer, on a response table like
+  -- mm.core's: the JSON part of get_jobs's cost, which the floor does not pay.
+  local f = assert(io.open(arg[2], "rb"))
+  local resp = { status = 200, body = f:read("a"), content_type = "application/json", head = "" }
+  f:close()
+  local read = require("mm.endpoints").by_name.get_jobs.read
+  local ok, fail, secs = calls(function() return read(resp) end, count(arg[3]), 0,
+    function(jobs) return type(jobs) == "table" and #jobs == 200 end)
+  print(("ok=%d fail=%d seconds=%.6f"):format(ok, fail, secs))
+elseif mode == "jobs_body" then
+  -- 200 jobs as the server lists them (newest first), each like a
+  -- finished compliance export; deterministic, about 330 bytes each.
+  local out = {}
+  for i = 200, 1, -1 do
+    local t = 1700000000000 + i * 60000
+    out[#out + 1] = ('{"id":"%s","type":"message_export","priority":0,"create_at":%d,"start_at":%d,'
+      .. '"last_activity_at":%d,"status":"success","progress":100,"data":{"batch_size":"10000",'
+      .. '"batch_start_timestamp":"%d","export_type":"actiance","is_downloadable":"true",'
+      .. '"messages_exported":"%d","warning_count":"0"}}'):format(("job%023d"):format(i), t, t + 1500, t + 42000,
+      t - 86400000, i * 37)
+  end
+  io.write("[", table.concat(out, ","), "]")
+elseif mode == "download" then
+  local c = client(arg[2])
+  -- warm: the connection and the slot, so that only the download is measured
+  assert(c:regen_token(IDS[1]), "the target did not answer")
+  local rss0, hwm0 = rss_kib()
+  local t0 = now()
+  local bytes, err = c:download_job(arg[3], arg[4]) -- err: the content type when it worked
+  local secs = now() - t0
+  local rss1, hwm1 = rss_kib()
+  print(("ok=%d fail=%d seconds=%.6f bytes=%s rss_before_kib=%d rss_after_kib=%d hwm_before_kib=%d hwm_after_kib=%d%s")
+    :format(bytes and 1 or 0, bytes and 0 or 1, secs, tostring(bytes), rss0, rss1, hwm0, hwm1,
+      bytes and "" or (" error=" .. tostring(err.kind))))
+  c:close()
 elseif mode == "ua" then
   -- As mm.lua builds it; bench/run checks it against the captured request.
   print("lua-mattermost/" .. mm._VERSION .. " (libcurl/" .. core.curl_version .. ")")

@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
   }
   if (conc > n) conc = n;
   curl_global_init(CURL_GLOBAL_ALL);
-  hdrs = headers("multi_floor");
+  hdrs = headers("multi_floor", 1);
   slots = calloc((size_t)conc, sizeof *slots);
   if (slots == NULL) return 2;
 
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CURL *h = curl_easy_init();
     if (h == NULL) return 2;
     slots[i].easy = h;
-    setup_request(h, hdrs, &slots[i].body);
+    setup_request(h, hdrs, &slots[i].body, 1);
     curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
     if (mm_options) {
       curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);

@@ -12,12 +12,6 @@
 -- target: no call fails and the batch takes at most 1.15x the limiter's
 -- own minimum, (calls - burst) / per_sec.
 --
--- Then, as a diagnostic, the same two limiters with mm.pacer driving a
--- loop of single requests (concurrency 1) over the client's C handle
--- (paced_fast, paced_default): the pacing alone, measured against the real
--- stub, whatever the batch loop does. It uses a private interface of
--- mm.core (request, parse_headers); if that changes, it reports an error.
---
 -- Prints key=value lines for bench/run (rl_<scenario>_<key>), a summary on
 -- stderr. "attempts" are the batch's requests that reached the stub (its
 -- request log), so attempts - ok is the number refused (429) or failed
@@ -28,7 +22,6 @@ package.cpath = build .. "/?.so;" .. package.cpath
 
 local mm = require "mm"
 local core = require "mm.core"
-local pacer = require "mm.pacer"
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local cjson = require "cjson"
@@ -39,8 +32,6 @@ local SCENARIOS = {
   { name = "nolimit", n = 2000, conc = 16 },
   { name = "fast", n = 2000, conc = 16, per_sec = 100, burst = 50 },
   { name = "default", n = 300, conc = 16, per_sec = 10, burst = 100 },
-  { name = "paced_fast", n = 2000, conc = 1, per_sec = 100, burst = 50, paced = true },
-  { name = "paced_default", n = 300, conc = 1, per_sec = 10, burst = 100, paced = true },
 }
 
 -- The stub's control API, with LuaSocket: independent of mm.
@@ -86,52 +77,13 @@ local function batch(c, list, s)
   return results, failed, core.monotime() - t0
 end
 
--- The diagnostic: mm.pacer and a loop of single requests over the client's
--- C handle (private: c._core), as the client's loop is to run them; a
--- request refused with 429 goes again when the pacer allows, as long as
--- its time waiting after 429s is within 60 s.
-local function paced(c, list)
-  local handle, p, now = c._core, pacer.new(), core.monotime
-  local results, failed, t0 = {}, 0, now()
-  for i, id in ipairs(list) do
-    local url, waited, refused_at = URL .. "/api/v4/commands/" .. id .. "/regen_token", 0, nil
-    while true do
-      local d = p:delay(now())
-      while d > 0 do
-        core.sleep(d)
-        d = p:delay(now())
-      end
-      local t = now()
-      if refused_at then waited = waited + (t - refused_at) end
-      if waited > 60 then results[i], failed = { status = 429 }, failed + 1; break end
-      p:sent(t)
-      local status, body, _, head = handle:request("PUT", url, nil, nil)
-      local h = status and core.parse_headers(head) or {}
-      t = now()
-      p:answered(t, status, tonumber(h["x-ratelimit-limit"]), tonumber(h["x-ratelimit-remaining"]),
-        tonumber(h["x-ratelimit-reset"]), tonumber(h["retry-after"]))
-      if status ~= 429 then
-        local ok, v = pcall(cjson.decode, status == 200 and body or "")
-        if ok and type(v) == "table" and type(v.token) == "string" then
-          results[i] = v.token
-        else
-          results[i], failed = { status = status or "network" }, failed + 1
-        end
-        break
-      end
-      refused_at = t
-    end
-  end
-  return results, failed, now() - t0
-end
-
 local function run(s, token, ids)
   control("POST", "/__stub/reset")
   if s.per_sec then control("PUT", "/__stub/config", { rate_limit = { per_sec = s.per_sec, burst = s.burst } }) end
   local list = {}
   for i = 1, s.n do list[i] = ids[(i - 1) % #ids + 1] end
   local c = mm.new{ url = URL, token = token }
-  local ran, results, failed, secs = pcall(s.paced and paced or batch, c, list, s)
+  local ran, results, failed, secs = pcall(batch, c, list, s)
   c:close()
   if not ran then
     print(("rl_%s_error=%s"):format(s.name, tostring(results):gsub("%s+", " ")))

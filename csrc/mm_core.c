@@ -96,8 +96,16 @@ typedef struct {
   int fd;
   char *out_path, *tmp_path;
   curl_off_t written;
-  long bufsize;       /* CURLOPT_BUFFERSIZE last set, to set it only on change */
+  /* What the per-request options were last set to on this easy handle,
+   * so that a request like the last one sets only its URL: a setopt
+   * costs about 100 instructions, CUSTOMREQUEST a strdup besides
+   * (bench/ANALYSIS.md). Unknown: NULL or -1. */
+  const struct curl_slist *set_headers;
+  int set_method;     /* method of a body-less request (a body is set every time) */
+  int set_pipewait;
   int low_speed;      /* the low-speed check is on (a download to a file) */
+  long set_timeout_ms, set_bufsize;
+  curl_off_t set_maxfilesize;
   char errbuf[CURL_ERROR_SIZE];
 } mm_slot;
 
@@ -117,6 +125,7 @@ struct mm_client {
   struct curl_slist *headers_noct; /* defaults + "Content-Type:" (no body) */
   struct curl_slist *headers_body; /* defaults + the body headers */
   char *capture[MM_MAX_CAPTURE];   /* lower-case header names to pick out */
+  size_t capture_len[MM_MAX_CAPTURE];
   int ncapture;
   int closed;
 };
@@ -132,6 +141,17 @@ static void init_curl(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_ALL); 
 
 /* ------------------------------------------------------------------ */
 /* Buffers                                                             */
+
+/* Makes room for n bytes in all, at once; 0 when out of memory. */
+static int buf_reserve(mm_buf *b, size_t n) {
+  char *d;
+  if (b->cap >= n) return 1;
+  d = realloc(b->data, n);
+  if (d == NULL) return 0;
+  b->data = d;
+  b->cap = n;
+  return 1;
+}
 
 static int buf_append(mm_buf *b, const char *p, size_t n) {
   if (b->cap - b->len < n) {
@@ -266,12 +286,16 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     s->too_large = 1;
     return 0; /* makes libcurl stop with CURLE_WRITE_ERROR */
   }
+  if (s->body.len == 0 && total >= 4096) {
+    /* A large body: room for its announced length at once, rather than
+     * doubling up to it (a 71.5 KB page of 200 jobs was copied over
+     * 1 + 2 + ... + 64 KiB). Small answers skip the look-up. A failure
+     * here is left to buf_append; a gzip body may outgrow its length. */
+    curl_off_t announced = -1;
+    curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+    if (announced > 0 && (curl_off_t)s->max_body >= announced) buf_reserve(&s->body, (size_t)announced);
+  }
   return buf_append(&s->body, p, total) ? total : 0;
-}
-
-static int name_is(const char *p, size_t len, const char *name) {
-  size_t n = strlen(name);
-  return len == n && curl_strnequal(p, name, n);
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
@@ -292,7 +316,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (!buf_append(&s->head, p, total)) return 0;
   colon = c->ncapture > 0 ? memchr(p, ':', total) : NULL;
   for (i = 0; colon != NULL && i < c->ncapture; i++) {
-    if (name_is(p, (size_t)(colon - p), c->capture[i])) {
+    /* the lengths first: most lines are none of the names */
+    if ((size_t)(colon - p) == c->capture_len[i] && curl_strnequal(p, c->capture[i], c->capture_len[i])) {
       size_t v = (size_t)(colon - p) + 1, e = total;
       while (v < e && (p[v] == ' ' || p[v] == '\t')) v++;
       while (e > v && (p[e - 1] == '\r' || p[e - 1] == '\n' || p[e - 1] == ' ' || p[e - 1] == '\t')) e--;
@@ -400,10 +425,16 @@ static void slot_clear(lua_State *L, mm_client *c, mm_slot *s) {
   s->state = SLOT_FREE;
   if (s->extra_headers != NULL) {
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
+    s->set_headers = NULL;
     free_secret_list(s->extra_headers);
     s->extra_headers = NULL;
   }
-  if (s->easy != NULL) curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+  /* A body is a Lua string that libcurl must not keep pointing to. (A
+   * body-less request's is a static "".) */
+  if (s->body_ref != LUA_NOREF && s->easy != NULL) {
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
+    s->set_method = -1;
+  }
   out_discard(s);
   free(s->out_path);
   s->out_path = NULL;
@@ -543,6 +574,7 @@ static void set_capture(lua_State *L, mm_client *c, int idx) {
     if (copy == NULL) luaL_error(L, "out of memory");
     for (p = copy; *p; p++)
       if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    c->capture_len[c->ncapture] = strlen(copy);
     c->capture[c->ncapture++] = copy;
     lua_pop(L, 1);
   }
@@ -676,6 +708,9 @@ static mm_slot *slot_free(lua_State *L, mm_client *c) {
     s->index = c->nslots;
     s->fd = -1;
     s->tag_ref = s->body_ref = LUA_NOREF;
+    s->set_method = s->set_pipewait = -1;
+    s->set_timeout_ms = s->set_bufsize = -1;
+    s->set_maxfilesize = -1;
     slots[c->nslots++] = s;
   }
   if (s->easy == NULL) {
@@ -726,6 +761,72 @@ static void request_options(lua_State *L, int oi, mm_slot *s, long *timeout_ms) 
   }
 }
 
+/* The options of a request other than its URL, each set only when it
+ * differs from what the slot's handle has (see mm_slot). timeout_ms is
+ * the request's own timeout, 0 when it has none. */
+static void set_request_options(lua_State *L, const mm_client *c, mm_slot *s, int m, const char *body,
+                                size_t body_len, int post_mode, long timeout_ms, int https) {
+  CURL *h = s->easy;
+  const struct curl_slist *headers = s->extra_headers ? s->extra_headers
+                                     : body != NULL   ? c->headers_body
+                                     : post_mode      ? c->headers_noct
+                                                      : c->headers;
+  /* A body-less request's method options come back the same each time;
+   * a body is a new string each time. */
+  int method = body != NULL ? -1 : m;
+  curl_off_t maxfilesize = s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body;
+  long bufsize = s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE;
+
+  /* Waiting for a possible HTTP/2 connection pays only where ALPN can
+   * offer it; on http:// it would hold every new transfer of a fresh
+   * client until the first answer shows HTTP/1.1. */
+  if (s->set_pipewait != https) {
+    SETOPT(L, h, CURLOPT_PIPEWAIT, (long)https);
+    s->set_pipewait = https;
+  }
+  if (s->set_headers != headers) {
+    SETOPT(L, h, CURLOPT_HTTPHEADER, headers);
+    s->set_headers = headers;
+  }
+  if (method < 0 || s->set_method != method) {
+    s->set_method = -1; /* unknown until all are set */
+    if (post_mode) {
+      SETOPT(L, h, CURLOPT_POST, 1L);
+      SETOPT(L, h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+      SETOPT(L, h, CURLOPT_POSTFIELDS, body ? body : "");
+      SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
+    } else {
+      SETOPT(L, h, CURLOPT_HTTPGET, 1L);
+      SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
+      SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
+    }
+    s->set_method = method;
+  }
+  /* A download of gigabytes takes as long as it takes: unless the
+   * request sets a timeout of its own, it fails only when no byte came
+   * for the client's timeout (libcurl's low-speed check). */
+  if (!s->out_path && timeout_ms == 0) timeout_ms = c->timeout_ms;
+  if (s->set_timeout_ms != timeout_ms) {
+    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    s->set_timeout_ms = timeout_ms;
+  }
+  if (s->low_speed != (s->out_path != NULL)) {
+    SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, s->out_path ? 1L : 0L);
+    SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, s->out_path && c->timeout_ms > 0 ? (c->timeout_ms + 999) / 1000 : 0L);
+    s->low_speed = s->out_path != NULL;
+  }
+  /* A body for memory is refused at once when its announced length is
+   * over the cap; a file has no cap but the disk. */
+  if (s->set_maxfilesize != maxfilesize) {
+    SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, maxfilesize);
+    s->set_maxfilesize = maxfilesize;
+  }
+  if (s->set_bufsize != bufsize) {
+    SETOPT(L, h, CURLOPT_BUFFERSIZE, bufsize);
+    s->set_bufsize = bufsize;
+  }
+}
+
 /*
  * Prepares slot s for a request whose method, url, body (nil or a
  * string), headers (nil or an array of extra header lines) and options
@@ -741,14 +842,7 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
   CURLMcode mc;
   CURL *h = s->easy;
 
-  /* What a start that raised half-way may have left. */
-  if (s->extra_headers != NULL) {
-    SETOPT(L, h, CURLOPT_HTTPHEADER, NULL);
-    free_secret_list(s->extra_headers);
-    s->extra_headers = NULL;
-  }
-  free(s->out_path);
-  s->out_path = NULL;
+  slot_clear(L, c, s); /* what a start that raised half-way may have left */
 
   m = method_index(lua_tostring(L, mi));
   if (m < 0) luaL_error(L, "request method must be one of GET HEAD DELETE POST PUT PATCH");
@@ -794,48 +888,7 @@ static void slot_start(lua_State *L, mm_client *c, mm_slot *s, int mi, int ui, i
   s->out_mode = s->out_path ? OUT_UNDECIDED : OUT_MEMORY;
 
   SETOPT(L, h, CURLOPT_URL, url);
-  /* Waiting for a possible HTTP/2 connection pays only where ALPN can
-   * offer it; on http:// it would hold every new transfer of a fresh
-   * client until the first answer shows HTTP/1.1. */
-  SETOPT(L, h, CURLOPT_PIPEWAIT, curl_strnequal(url, "https:", 6) ? 1L : 0L);
-  SETOPT(L, h, CURLOPT_HTTPHEADER,
-         s->extra_headers ? s->extra_headers
-         : body != NULL   ? c->headers_body
-         : post_mode      ? c->headers_noct
-                          : c->headers);
-  if (post_mode) {
-    SETOPT(L, h, CURLOPT_POST, 1L);
-    SETOPT(L, h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    SETOPT(L, h, CURLOPT_POSTFIELDS, body ? body : "");
-    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_POST ? NULL : methods[m]);
-  } else {
-    SETOPT(L, h, CURLOPT_HTTPGET, 1L);
-    SETOPT(L, h, CURLOPT_NOBODY, m == M_HEAD ? 1L : 0L);
-    SETOPT(L, h, CURLOPT_CUSTOMREQUEST, m == M_DELETE ? methods[m] : NULL);
-  }
-  if (s->out_path != NULL) {
-    /* A download of gigabytes takes as long as it takes: unless the
-     * request sets a timeout of its own, it fails only when no byte came
-     * for the client's timeout (libcurl's low-speed check). */
-    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, c->timeout_ms > 0 ? (c->timeout_ms + 999) / 1000 : 0L);
-    s->low_speed = 1;
-  } else {
-    SETOPT(L, h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : c->timeout_ms);
-    if (s->low_speed) {
-      SETOPT(L, h, CURLOPT_LOW_SPEED_LIMIT, 0L);
-      SETOPT(L, h, CURLOPT_LOW_SPEED_TIME, 0L);
-      s->low_speed = 0;
-    }
-  }
-  /* A body for memory is refused at once when its announced length is
-   * over the cap; a file has no cap but the disk. */
-  SETOPT(L, h, CURLOPT_MAXFILESIZE_LARGE, s->out_path ? (curl_off_t)0 : (curl_off_t)s->max_body);
-  if (s->bufsize != (s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE)) {
-    s->bufsize = s->out_path ? MM_FILE_BUFFER : (long)CURL_MAX_WRITE_SIZE;
-    SETOPT(L, h, CURLOPT_BUFFERSIZE, s->bufsize);
-  }
+  set_request_options(L, c, s, m, body, body_len, post_mode, timeout_ms, curl_strnequal(url, "https:", 6));
 
   /* The body stays referenced for as long as libcurl borrows it. */
   if (body != NULL) {
@@ -1402,6 +1455,19 @@ static int core_sleep(lua_State *L) {
   return 1;
 }
 
+/* core.is_lower_alnum(v [, n]) -> whether v is a string of only the
+ * bytes a-z and 0-9 (and n of them, when n is given). Every call with an
+ * id checks one: Lua's pattern "^[a-z0-9]+$" costs about 100
+ * instructions a byte, this about 3 (bench/ANALYSIS.md). */
+static int core_is_lower_alnum(lua_State *L) {
+  size_t len = 0, i;
+  const char *p = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+  int ok = p != NULL && len > 0 && (lua_isnoneornil(L, 2) || (lua_Integer)len == luaL_checkinteger(L, 2));
+  for (i = 0; ok && i < len; i++) ok = (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9');
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
 static int core_monotime(lua_State *L) {
   lua_pushnumber(L, (lua_Number)monotime());
   return 1;
@@ -1430,6 +1496,7 @@ static const luaL_Reg core_funcs[] = {
     {"new", core_new},
     {"sleep", core_sleep},
     {"monotime", core_monotime},
+    {"is_lower_alnum", core_is_lower_alnum},
     {"parse_headers", core_parse_headers},
     {"signals", core_signals},
     {"ignore_sigpipe", core_ignore_sigpipe},

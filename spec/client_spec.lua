@@ -258,6 +258,11 @@ describe("argument checks raise and send nothing", function()
     { "4XP9FDT7PBGIUM38K8K9KDZDWE", "only lower%-case letters and digits" },
     { "4xp9fdt7pbgium38k8k9kdzd/e", "only lower%-case letters and digits" },
     { "../../../../../jobs0000000", "only lower%-case letters and digits" },
+    -- the bytes either side of a-z and 0-9, a NUL and a high byte
+    { "4xp9fdt7pbgium38k8k9kdzd`e", "only lower%-case" }, { "4xp9fdt7pbgium38k8k9kdzd{e", "only lower%-case" },
+    { "4xp9fdt7pbgium38k8k9kdzd:e", "only lower%-case" },
+    { "4xp9fdt7pbgium38k8k9kdzd\0e", "only lower%-case" }, { "4xp9fdt7pbgium38k8k9kdzd\255e", "only lower%-case" },
+    { "4xp9fdt7pbgium38k8k9kdzdwe0", "id must be 26 characters, got 27" },
   }
 
   it("regen_token, get_job and wait_job check the id", function()
@@ -335,6 +340,12 @@ describe("argument checks raise and send nothing", function()
     local c = client("sysadmin")
     raises("call create_job with a colon: client:create_job%(%.%.%.%)", c.create_job, { type = "x" })
     raises("call regen_token with a colon", c.regen_token, cmd("C_admin"))
+    raises("call regen_token with a colon", c.regen_token, nil)
+    -- a table dressed as a client is not one: nothing is sent
+    local forged = setmetatable({ _root = c._root, _core = c._core }, getmetatable(c))
+    raises("call regen_token with a colon", forged.regen_token, forged, cmd("C_admin"))
+    raises("use c:close%(%), not c.close%(%)", forged.close, forged)
+    assert.same({}, stub.requests())
   end)
 
   it("the error names the caller's line", function()

@@ -31,7 +31,7 @@ local mm = {
 }
 
 local Client = client.Client
-local invoke, argmsg = client.invoke, client.argmsg
+local invoker, argmsg = client.invoker, client.argmsg
 local getenv = os.getenv
 
 --- The endpoint table: one row per operation (see `mm.endpoints`), each
@@ -178,12 +178,10 @@ local function method(name, f)
 end
 
 for _, row in ipairs(endpoints.rows) do
-  local function call(self, ...) return invoke(self, row, ...) end
-  method(row.name, call)
+  method(row.name, invoker(row))
   for _, alias in ipairs(row.aliases or {}) do
     -- the same row, but errors name the function the caller used
-    local named = setmetatable({ name = alias }, { __index = row })
-    method(alias, function(self, ...) return invoke(self, named, ...) end)
+    method(alias, invoker(setmetatable({ name = alias }, { __index = row })))
   end
 end
 
