@@ -1,8 +1,9 @@
--- bin/mm-stub as a program: its ports and its refusals. Each case starts
+-- bin/mm-stub as a program: its ports, its fixtures file, its refusals. Each case starts
 -- stubs of its own; the suite's stub (MM_STUB_URL) serves as a port that is
 -- taken.
 -- Run: bin/mm-stub run -- lua5.4 /usr/bin/busted spec/mm_stub_spec.lua
 local cli = require "support.mmcli"
+local cjson = require "cjson"
 
 local URL = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STUB_URL unset)")
 
@@ -52,5 +53,60 @@ describe("mm-stub ports", function()
       assert.are.equal("", r.out, cmd)
       assert.are.equal("mm-stub: --port " .. port .. ": 127.0.0.1:" .. port .. " is already in use\n", r.err)
     end
+  end)
+end)
+
+describe("mm-stub --fixtures", function()
+  local USER = '{"id":"71c86ngttcg4irougjzk1dquqy","roles":"system_user","token":"tok1"}'
+  local TEAM = '{"id":"ymbimrbuij4et6xscgixpeeibo","members":{"u":"team_user"}}'
+
+  it("a bad file: exit 2 and one line naming the file and what is wrong, before the stub starts", function()
+    for _, case in ipairs({
+      { "", "not valid JSON: " },
+      { "{", "not valid JSON: " },
+      { "[1]", "not a JSON object" },
+      { "{}", "users is missing" },
+      { '{"user":{}}', "unknown section user" },
+      { '{"users":{"u":{"roles":"system_user"}}}', "users.u.id is missing" },
+      { '{"users":{"u":{"id":"short","roles":"system_user"}}}', "users.u.id must be 26 letters or digits" },
+      { '{"users":{"u":{"id":"71c86ngttcg4irougjzk1dquqy","roles":"system_user","toke":"x"}}}',
+        "users.u has an unknown field toke" },
+      { '{"users":{"u":' .. USER .. ',"v":{"id":"n5osftkxds9n65mgqhdz1qsrzh","roles":"system_user",'
+        .. '"oauth_token":"tok1"}}}', "token is also users." },
+      { '{"users":{"u":' .. USER .. '},"teams":{"T":{"id":"ymbimrbuij4et6xscgixpeeibo",'
+        .. '"members":{"nobody":"team_user"}}}}', "teams.T.members names 'nobody', not one of the fixtures' users" },
+      { '{"users":{"u":' .. USER .. '},"teams":{"T":' .. TEAM .. '},"commands":{"C":{"id":"uq3zru31gm4c5hipqrwibnbhnr",'
+        .. '"creator":"u","team":"T2"}}}', "commands.C.team 'T2' is not one of the fixtures' teams" },
+      { '{"users":{"u":' .. USER .. '},"teams":{"T":' .. TEAM .. '},"commands":{"C":{"id":"uq3zru31gm4c5hipqrwibnbhnr",'
+        .. '"creator":"u","team":"T","url":5}}}', "commands.C.url must be a string" },
+      { '{"users":{"u":' .. USER .. '},"roles":{"r":"create_post"}}', "roles.r must be an array of permission names" },
+      { '{"users":{"u":' .. USER .. '},"jobs":{"J":{"id":"9z433778imzaffoebn43e6hj9y","type":"active_users",'
+        .. '"status":"pending"}}}', "jobs.J.create_at is missing" },
+    }) do
+      local file = cli.tmpfile(case[1])
+      local r = stub("run --no-tls --fixtures " .. cli.q(file) .. " -- echo ran")
+      assert.are.equal(2, r.code, case[1] .. "\n" .. r.err)
+      assert.are.equal("", r.out, case[1])
+      local line = r.err:match("^mm%-stub: fixtures file '" .. file:gsub("%p", "%%%0") .. "': ([^\n]*)\n$")
+      assert.is_truthy(line, case[1] .. "\n" .. r.err)
+      assert.is_truthy(line:find(case[2], 1, true), case[1] .. "\n" .. r.err)
+    end
+  end)
+
+  it("a small valid file: comments anywhere, missing sections empty; the stub serves that world", function()
+    local file = cli.tmpfile('{"_c":"world","users":{"_c":"x","u":' .. USER .. '},"teams":{"T":' .. TEAM .. '},'
+      .. '"roles":{"_comment":"x","system_user":[]}}')
+    local r = stub("run --no-tls --fixtures " .. cli.q(file) .. [[ -- sh -c 'curl -sS --noproxy "*" ]]
+      .. [["$MM_STUB_URL/__stub/fixtures"; echo; curl -sS --noproxy "*" -H "Authorization: Bearer tok1" ]]
+      .. [["$MM_STUB_URL/api/v4/jobs/9z433778imzaffoebn43e6hj9y"']])
+    assert.are.equal(0, r.code, r.err)
+    local fx, job = r.out:match("^([^\n]*)\n(.*)$")
+    fx, job = cjson.decode(fx), cjson.decode(job)
+    assert.are.equal("u", next(fx.users))
+    assert.is_nil(next(fx.users, "u"))
+    assert.are.equal("ymbimrbuij4et6xscgixpeeibo", fx.teams.T.id)
+    assert.are.same({ system_user = {} }, fx.roles)
+    -- the user's token is taken (no 401); there are no fixture jobs
+    assert.are.equal("app.job.get.app_error", job.id)
   end)
 end)
