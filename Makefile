@@ -113,7 +113,7 @@ test-asan: deps
 # Resident memory over 100,000 calls on one client and 10,000 clients
 # made and dropped (figures for the README's reliability section).
 soak: deps all
-	bin/mm-stub run -- $(LUA) spec/soak.lua
+	bin/mm-stub run -- $(LUA) spec/soak.lua $(BUILD)
 
 bench: deps all
 	@$(MAKE) --no-print-directory install-packages PACKAGES="curl valgrind lua-socket wrk"
@@ -127,7 +127,7 @@ test-rock: deps
 	spec/rock-check
 
 demo: deps all
-	bin/mm-stub run -- examples/demo.sh $(LUA)
+	bin/mm-stub run -- examples/demo.sh $(LUA) $(BUILD)
 
 lint: deps
 	$(MAKE) --no-print-directory -B all OPT=-O2
