@@ -199,5 +199,9 @@ uninstall:
 	  case "$$d" in */lua/) [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d";; esac; \
 	done
 
+# build/, and what `luarocks make` leaves in the tree: the object file and
+# the module it builds in ./mm (the directory removed once empty).
 clean:
 	rm -rf build
+	rm -f csrc/mm_core.o mm/core.so
+	[ ! -d mm ] || rmdir --ignore-fail-on-non-empty mm
