@@ -113,7 +113,7 @@ test-asan: deps
 # Resident memory over 100,000 calls on one client and 10,000 clients
 # made and dropped (figures for the README's reliability section).
 soak: deps all
-	bin/mm-stub run -- $(LUA) spec/soak.lua
+	bin/mm-stub run -- $(LUA) spec/soak.lua $(BUILD)
 
 bench: deps all
 	@$(MAKE) --no-print-directory install-packages PACKAGES="curl valgrind lua-socket wrk"
@@ -127,10 +127,12 @@ test-rock: deps
 	spec/rock-check
 
 demo: deps all
-	bin/mm-stub run -- examples/demo.sh $(LUA)
+	bin/mm-stub run -- examples/demo.sh $(LUA) $(BUILD)
 
+# The -Werror build goes to build/lint, at -O2 (some warnings need the
+# optimiser): not over the debug build of this Lua that the tests use.
 lint: deps
-	$(MAKE) --no-print-directory -B all OPT=-O2
+	$(MAKE) --no-print-directory -B all OPT=-O2 LUA_NAME=lint
 	luacheck -q lua spec examples stub bench bin/mm
 	luac5.1 -p lua/mm/*.lua bin/mm   # the library and the CLI parse as Lua 5.1 (LuaJIT)
 	$(LUA) spec/rockspec_modules.lua rockspec/lua-mattermost-scm-1.rockspec
@@ -140,9 +142,19 @@ lint: deps
 
 # bin/mm-stub needs the stub's files beside it, so it is installed with
 # them under $(STUB_DIR) and linked into bin (a relative link, right under a
-# DESTDIR too; mm-stub resolves it to find $(STUB_DIR)/stub). bin/mm runs on
-# $(LUA), the Lua this install is for: its first line is set to that.
+# DESTDIR too; mm-stub resolves it to find $(STUB_DIR)/stub).
 STUB_DIR    ?= $(PREFIX)/share/lua-mattermost
+# bin/mm runs on $(LUA), the Lua this install is for: its first line is set
+# to that. Its second line, added, puts the directories where this install
+# put the module first on Lua's paths, so mm finds it wherever PREFIX is
+# (and uses the module it came with): the final paths, never DESTDIR's.
+# $(call MM_FOR_LUA,LMOD,CMOD) filters mm (the source or an installed
+# copy, whose second line it replaces) for the interpreter $$lua. The
+# values go through ENVIRON: awk -v would read a \ in them as an escape.
+MM_PATHS     = package.path, package.cpath = [[$(1)/?.lua;$(1)/?/init.lua;]] .. package.path, \
+               [[$(2)/?.so;]] .. package.cpath -- make install: this install's module first
+MM_FOR_LUA   = lua=$$lua paths="$(MM_PATHS)" awk 'NR == 1 { print "\#!" ENVIRON["lua"]; print ENVIRON["paths"]; next } \
+               NR == 2 && /-- make install: / { next } { print }'
 install: $(CORE)
 	@lua=$$(command -v $(LUA)) || { echo "make install: no $(LUA) for the mm command to run on;" \
 	  "install it, or name another Lua $(LUA_VERSION) interpreter with LUA=" >&2; exit 1; }; \
@@ -151,7 +163,7 @@ install: $(CORE)
 	  $(DESTDIR)$(STUB_DIR)/bin $(DESTDIR)$(STUB_DIR)/stub/lua/mmstub; \
 	install -m 644 lua/mm/*.lua $(DESTDIR)$(LUA_LMOD)/mm/; \
 	install -m 755 $(CORE) $(DESTDIR)$(LUA_CMOD)/mm/core.so; \
-	sed "1s|^#!.*|#!$$lua|" bin/mm >$(DESTDIR)$(PREFIX)/bin/mm; \
+	$(call MM_FOR_LUA,$(LUA_LMOD),$(LUA_CMOD)) bin/mm >$(DESTDIR)$(PREFIX)/bin/mm; \
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/mm; \
 	install -m 755 bin/mm-stub $(DESTDIR)$(STUB_DIR)/bin/mm-stub; \
 	install -m 644 stub/*.json stub/*.in stub/*.conf stub/README.md $(DESTDIR)$(STUB_DIR)/stub/; \
@@ -172,7 +184,9 @@ uninstall:
 	    lua=; for v in 5.4 5.3 5.2 5.1; do \
 	      if has $$v; then lua=$$(command -v lua$$v || { [ $$v = 5.1 ] && command -v luajit; }) && break; fi; \
 	    done; \
-	    if [ -n "$$lua" ]; then echo "mm now runs on $$lua"; sed -i "1s|^#!.*|#!$$lua|" "$$mm"; \
+	    if [ -n "$$lua" ]; then echo "mm now runs on $$lua"; \
+	      $(call MM_FOR_LUA,$(dir $(LUA_LMOD))$$v,$(dir $(LUA_CMOD))$$v) "$$mm" >"$$mm.new"; \
+	      chmod 755 "$$mm.new"; mv -f "$$mm.new" "$$mm"; \
 	    else echo "rm -f $$mm"; rm -f "$$mm"; fi; \
 	  fi; \
 	fi; \
@@ -187,5 +201,9 @@ uninstall:
 	  case "$$d" in */lua/) [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d";; esac; \
 	done
 
+# build/, and what `luarocks make` leaves in the tree: the object file and
+# the module it builds in ./mm (the directory removed once empty).
 clean:
 	rm -rf build
+	rm -f csrc/mm_core.o mm/core.so
+	[ ! -d mm ] || rmdir --ignore-fail-on-non-empty mm

@@ -346,6 +346,21 @@ describe("mm.ngx in examples/openresty", function()
     assert.are.equal(404, get("/jobs/" .. ("a"):rep(26)).status)
   end)
 
+  it("POST /jobs sends the job type decoded; one type or none is a 400", function()
+    local r = http_all(port, { { "POST", "/jobs?type=bad%20type" } }, 10)[1]
+    assert.are.equal(400, r.status, r.body)
+    assert.are.equal("api.job.unable_to_create_job.incorrect_job_type", cjson.decode(r.body).error.id, r.body)
+    local sent = stubctl.requests()
+    assert.are.equal(1, #sent)
+    assert.are.equal("bad type", cjson.decode(sent[1].body).type)
+    for _, path in ipairs({ "/jobs", "/jobs?type=", "/jobs?type", "/jobs?type=a&type=b" }) do
+      r = http_all(port, { { "POST", path } }, 10)[1]
+      assert.are.equal(400, r.status, path)
+      assert.are.equal("give one ?type=JOB_TYPE", cjson.decode(r.body).error.message, path)
+    end
+    assert.are.equal(1, #stubctl.requests()) -- nothing more sent
+  end)
+
   it("returns real error objects and raises for bad arguments", function()
     local o = json(("/t/errors?deleted=%s&live=%s"):format(fx.commands.C_deleted.id, fx.commands.C_admin.id), 20)
     local e = o.e404

@@ -1,9 +1,12 @@
 -- Soak: resident memory over 100,000 calls on one client, and over
 -- clients made and dropped in a loop, against the stub server.
--- Run: make soak (bin/mm-stub run -- lua5.4 spec/soak.lua). Bounded: it
--- stops after the counts below (SOAK_CALLS, SOAK_CLIENTS override them).
+-- Run: make soak (bin/mm-stub run -- LUA spec/soak.lua [BUILD]), from the
+-- checkout. BUILD: the core built for LUA (default: make's build/lua5.x or
+-- build/luajit for the Lua running it). Bounded: it stops after the counts
+-- below (SOAK_CALLS, SOAK_CLIENTS override them).
+local build = arg[1] or "build/" .. (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
-package.cpath = "build/lua5.4/?.so;" .. package.cpath
+package.cpath = build .. "/?.so;" .. package.cpath
 local mm = require "mm"
 local stub = require "support.stubctl"
 

@@ -551,6 +551,17 @@ describe("cross-cutting", function()
     assert.are.equal(("x"):rep(65536), log[1].body)
   end)
 
+  it("control lists are JSON arrays, [] when empty, with their dropped counts", function()
+    for _, path in ipairs({ "/__stub/connections", "/__stub/requests", "/__stub/redirect_log", "/__stub/posts",
+                            "/__stub/harness/requests" }) do
+      local r = assert(rawhttp.request(URL, { method = "GET", path = path }))
+      assert.are.equal(200, r.status, path)
+      assert.are.equal("application/json", r.h["content-type"], path)
+      assert.are.equal("[]", r.body, path)
+      if path ~= "/__stub/connections" then assert.are.equal("0", r.h["x-stub-dropped"], path) end
+    end
+  end)
+
   it("PUT /__stub/config: a rejected patch changes nothing; bad values -> 400 JSON", function()
     local before = control("GET", "/__stub/config")
     local function rejected(patch)

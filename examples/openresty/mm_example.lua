@@ -60,9 +60,12 @@ local function give_up(id, status, detail)
 end
 
 --- POST /jobs?type=TYPE: creates the job, answers 202 at once; the
--- watcher follows it from then on.
+-- watcher follows it from then on. `jtype`: the decoded argument (a
+-- table when repeated, true when it has no value).
 function M.start_job(jtype)
-  if not jtype or jtype == "" then return reply(400, { error = { message = "give ?type=JOB_TYPE" } }) end
+  if type(jtype) ~= "string" or jtype == "" then
+    return reply(400, { error = { message = "give one ?type=JOB_TYPE" } })
+  end
   local job, err = mm.create_job{ type = jtype }
   if not job then return fail("create_job " .. jtype, err) end
   jobs:set(job.id, cjson.encode(job), KEEP)

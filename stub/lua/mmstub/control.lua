@@ -120,14 +120,14 @@ local function handle(method, path)
       return reply(200, r)
     end
   end
-  if path == "/__stub/connections" and method == "GET" then return reply(200, state.connections()) end
+  if path == "/__stub/connections" and method == "GET" then return reply_list(state.connections()) end
   if path == "/__stub/requests" and method == "GET" then
     ngx.header["X-Stub-Dropped"] = state.log_dropped("requests")
-    return reply(200, state.log_list("requests"))
+    return reply_list(state.log_list("requests"))
   end
   if path == "/__stub/redirect_log" and method == "GET" then
     ngx.header["X-Stub-Dropped"] = state.log_dropped("redirects")
-    return reply(200, state.log_list("redirects"))
+    return reply_list(state.log_list("redirects"))
   end
   if path == "/__stub/jobs" then return jobs_control(method) end
   local id = path:match("^/__stub/jobs/([^/]+)$")

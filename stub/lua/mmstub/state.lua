@@ -5,6 +5,7 @@
 local cjson = require "cjson.safe"
 local bit = require "bit"
 local files = require "mmstub.files"
+local fixtures_file = require "mmstub.fixtures"
 
 local M = {}
 
@@ -24,11 +25,27 @@ local function read_json(path)
   return assert(cjson.decode(s))
 end
 
---- Load boot options and fixtures from the nginx prefix (init_by_lua).
+-- A command record's fields and their defaults (model.Command); a fixture
+-- command may set any of them but creator_id and team_id (creator, team).
+local COMMAND_DEFAULTS = {
+  token = "", create_at = 0, update_at = 0, delete_at = 0, creator_id = "", team_id = "", trigger = "",
+  method = "", username = "", icon_url = "", auto_complete = false, auto_complete_desc = "",
+  auto_complete_hint = "", display_name = "", description = "", url = "", plugin_id = "",
+}
+local FIXTURE_COMMAND_FIELDS = {}
+for k, v in pairs(COMMAND_DEFAULTS) do
+  if k ~= "creator_id" and k ~= "team_id" then FIXTURE_COMMAND_FIELDS[k] = v end
+end
+
+--- Load boot options and fixtures from the nginx prefix (init_by_lua). A
+-- bad fixtures file fails the start with "mm-stub fixtures: <what>", which
+-- bin/mm-stub shows on its own line.
 function M.init()
   local prefix = ngx.config.prefix()
   boot = read_json(prefix .. "boot.json")
-  fixtures = read_json(prefix .. "fixtures.json")
+  local err
+  fixtures, err = fixtures_file.load(prefix .. "fixtures.json", FIXTURE_COMMAND_FIELDS)
+  if not fixtures then error("mm-stub fixtures: " .. err, 0) end
   for name, u in pairs(fixtures.users) do
     u.name = name
     users_by_id[u.id] = name
@@ -317,12 +334,7 @@ end
 -- The command store (families §3): every command, live or soft-deleted, as
 -- a model.Command record under "cmd:<id>", and "cmd_ids" (creation order:
 -- the order of a store query without ORDER BY *(inferred)*).
-
-local COMMAND_DEFAULTS = {
-  token = "", create_at = 0, update_at = 0, delete_at = 0, creator_id = "", team_id = "", trigger = "",
-  method = "", username = "", icon_url = "", auto_complete = false, auto_complete_desc = "",
-  auto_complete_hint = "", display_name = "", description = "", url = "", plugin_id = "",
-}
+-- COMMAND_DEFAULTS (above, at the fixtures) are a record's fields.
 
 --- The URL of the harness endpoint E (served by the stub, harness.lua).
 function M.harness_url()
