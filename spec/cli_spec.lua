@@ -300,6 +300,26 @@ describe("mm configuration errors", function()
     assert.is_truthy(has(r.err, "cannot read the token file"), r.err)
   end)
 
+  it("exits 3 for a --cacert that is no readable file or a --capath that is no directory, sending nothing", function()
+    local file = tmpfile("not a certificate")
+    local cases = {
+      { { "--cacert", "/nonexistent/ca.pem" }, {}, "--cacert /nonexistent/ca.pem: No such file or directory" },
+      { { "--cacert", "/tmp" }, {}, "--cacert /tmp: Is a directory" },
+      { { "--capath", "/nonexistent/certs" }, {}, "--capath /nonexistent/certs: No such file or directory" },
+      { { "--capath", file }, {}, "--capath " .. file .. ": Not a directory" },
+      { {}, { MM_CACERT = "/nonexistent/ca.pem" }, "MM_CACERT=/nonexistent/ca.pem: No such file or directory" },
+      { {}, { MM_CAPATH = file }, "MM_CAPATH=" .. file .. ": Not a directory" },
+    }
+    for _, case in ipairs(cases) do
+      local env = { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token }
+      for k, v in pairs(case[2]) do env[k] = v end
+      local r = cli.run({ "get-job", ZERO_ID, unpack(case[1]) }, env)
+      assert.are.equal(3, r.code, r.err)
+      assert.are.equal("mm: " .. case[3] .. "\n", r.err)
+    end
+    assert.are.same({}, S.control("GET", "/__stub/requests"))
+  end)
+
   it("takes a token file saved with a byte order mark and CRLF", function()
     local file = tmpfile("\239\187\191" .. fx.users.sysadmin.token .. "\r\n")
     local r = cli.run({ "--token-file", file, "regen-token", C.C_admin }, { MM_URL = URL })
@@ -332,8 +352,27 @@ describe("mm TLS options", function()
     assert.are.equal("", r.err)
     r = cli.run({ "get-job", fx.jobs.J1.id }, env{ MM_CACERT = ca })
     assert.are.equal(0, r.code, r.err)
-    r = cli.run({ "get-job", fx.jobs.J1.id, "--cacert", "/nonexistent/ca.pem" }, env())
-    assert.are_not.equal(0, r.code)
+  end)
+
+  it("trusts a --capath directory holding the certificate by its hash", function()
+    if not tls then return pending("the stub runs without TLS") end
+    local dir = tmpfile()
+    os.remove(dir)
+    assert.are.equal(0, sh("mkdir " .. q(dir) .. " && cp " .. q(ca) .. " " .. q(dir .. "/stub.pem")
+                           .. " && openssl rehash " .. q(dir)))
+    local r = cli.run({ "get-job", fx.jobs.J1.id, "--capath", dir }, env())
+    sh("rm -r " .. q(dir))
+    assert.are.equal(0, r.code, r.err)
+  end)
+
+  it("exits 3 when libcurl cannot use the --cacert file (curl code 77)", function()
+    if not tls then return pending("the stub runs without TLS") end
+    -- readable, so the CLI's own check passes: libcurl finds no certificate in it
+    local r = cli.run({ "get-job", fx.jobs.J1.id, "--cacert", tmpfile("not a certificate\n"), "--json" }, env())
+    assert.are.equal(3, r.code, r.err)
+    local e = one_json(r).error
+    assert.are.equal("tls", e.kind)
+    assert.are.equal(77, e.curl_code)
   end)
 
   it("--insecure works and says so loudly on stderr", function()
