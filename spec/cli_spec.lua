@@ -207,6 +207,7 @@ describe("mm usage errors", function()
     { { "jobs", "status", ZERO_ID, "done" }, "invalid STATUS 'done'" },
     { { "jobs", "status", ZERO_ID, "pending", "--force=maybe" }, "=true or =false" },
     { { "jobs", "download", ZERO_ID }, "jobs download takes JOB_ID FILE" },
+    { { "jobs", "download", ZERO_ID, "-" }, "FILE cannot be '-': a download is written whole to a named file" },
     { { "commands", "list" }, "commands list needs --team ID" },
     { { "commands", "list", "--team", "T" }, "option '--team': id must be 26 characters" },
     { { "commands", "create", "--team", TEAM, "--trigger", "/x", "--method", "P", "--request-url", "http://h" },
@@ -655,6 +656,23 @@ describe("mm jobs", function()
       assert.are.equal(S.fx.jobs.J6.file.sha256, sum:match("^%x+"))
       local doc = one_json(as("sysadmin", { "jobs", "download", J.J6, file, "--json" }))
       assert.are.same({ file = file, bytes = 607, content_type = "application/zip" }, doc)
+    end)
+
+    it("refuses - for FILE (never a file named -, never a partial stdout)", function()
+      assert.is_nil(io.open("-"), "a file named - is in the way")
+      local r = as("sysadmin", { "jobs", "download", J.J6, "-" })
+      assert.are.equal(2, r.code, r.err)
+      assert.are.equal("", r.out)
+      assert.is_nil(io.open("-"), "a file named - was written")
+      -- DIR/- names such a file
+      local dir = tmpfile()
+      os.remove(dir)
+      assert.are.equal(0, sh("mkdir " .. q(dir)))
+      r = as("sysadmin", { "jobs", "download", J.J6, dir .. "/-" })
+      local size = #slurp(dir .. "/-")
+      sh("rm -r " .. q(dir))
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal(607, size)
     end)
 
     it("leaves FILE as it was when the download fails", function()
