@@ -847,6 +847,36 @@ describe("mm output", function()
     assert.are_not.equal(fx.commands.C_admin.token, command_token("C_admin"))
   end)
 
+  it("says what was not written when a call without an ID cannot print its result", function()
+    local njobs = #one_json(as("sysadmin", { "jobs", "list", "--json" }))
+    local want = "mm: results not written: the list of " .. njobs .. " jobs\n"
+    for _, redirect in ipairs{ ">/dev/full", "| head -0" } do
+      for _, args in ipairs{ { "jobs", "list" }, { "jobs", "list", "--json" } } do
+        local err = tmpfile()
+        local cmd = cli.command(args, { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token })
+        -- head has exited when mm writes its first line
+        local code = sh("bash -c " .. q("set -o pipefail; (sleep 0.2; exec " .. cmd .. " 2>" .. err .. ") "
+                                        .. redirect))
+        local e = slurp(err)
+        assert.are.equal(7, code, e)
+        assert.is_truthy(e:find("^mm: cannot write the output: [^\n]+\n"), e)
+        assert.are.equal(want, e:match("\n(.*)$"), redirect .. " " .. table.concat(args, " "))
+      end
+    end
+    if HAS_COMMANDS then
+      local ncmds = #one_json(as("sysadmin", { "commands", "list", "--team", TEAM, "--json" }))
+      local code, e = run_to(">/dev/full", { "commands", "list", "--team", TEAM })
+      assert.are.equal(7, code, e)
+      assert.is_truthy(has(e, "mm: results not written: the list of " .. ncmds .. " commands\n"), e)
+    end
+    -- something was made: its id is named
+    local code, e = run_to(">/dev/full", { "jobs", "create", "active_users" })
+    assert.are.equal(7, code, e)
+    local id = e:match("mm: results not written: the job (%w+)\n")
+    assert.is_truthy(id, e)
+    assert.are.equal("active_users", S.control("GET", "/__stub/jobs/" .. id).type)
+  end)
+
   it("exits 7 at once, sending nothing, when stdout is closed", function()
     local code, e = run_to(">&-", { "regen-token", C.C_admin })
     assert.are.equal(7, code, e)
