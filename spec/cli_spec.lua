@@ -803,6 +803,35 @@ describe("mm regen-token", function()
     assert.is_truthy(has(unknown, C.C_admin) and has(unknown, C.C_basic), unknown)
   end)
 
+  it("says only 'no answer came' for reads, whose state on the server no answer changes", function()
+    local J1, J3 = S.fx.jobs.J1.id, S.fx.jobs.J3.id
+    local url, close = cli.silent()
+    local slow = { url = url }
+    local r = as("sysadmin", { "jobs", "get", J1, J3, "--timeout", "0.3", "--retries", "0" }, slow)
+    assert.are.equal(4, r.code)
+    local ids = r.err:match("mm: no answer came for these: ([^\n]*)")
+    assert.is_truthy(ids and has(ids, J1) and has(ids, J3), r.err)
+    r = as("sysadmin", { "jobs", "get", J1, "--timeout", "0.3", "--retries", "0" }, slow)
+    assert.are.equal(4, r.code)
+    assert.is_truthy(has(r.err, "mm: no answer came for these: " .. J1 .. "\n"), r.err)
+    r = as("sysadmin", { "jobs", "list", "--timeout", "0.3", "--retries", "0" }, slow)
+    close()
+    assert.are.equal(4, r.code)
+    assert.is_truthy(one_line(r.err):find("^mm: timeout: "), r.err)
+  end)
+
+  it("says a call without an ID that got no answer may have taken effect", function()
+    local want = "mm: no answer came: whether POST /api/v4/jobs took effect on the server is unknown\n"
+    local url, close = cli.silent()
+    for _, wait in ipairs{ {}, { "--wait" } } do
+      local r = as("sysadmin", { "jobs", "create", "active_users", "--timeout", "0.3", "--retries", "0", unpack(wait) },
+                   { url = url })
+      assert.are.equal(4, r.code)
+      assert.are.equal(want, r.err:match("\n(.*)$"), r.err)
+    end
+    close()
+  end)
+
   it("draws a progress bar on stderr only when asked or on a terminal", function()
     local r = as("sysadmin", { "regen-token", C.C_admin, C.C_basic, C.C_other, "--progress" })
     assert.are.equal(0, r.code)

@@ -119,6 +119,15 @@ function M.spawn(args, env)
   return proc
 end
 
+--- A URL on 127.0.0.1 that takes connections and never answers (the
+-- kernel completes them, nothing reads them): every request sent there
+-- times out, and nothing acts on it later, as a slow server would after
+-- the test. Returns the URL and a function that closes the listener.
+function M.silent()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  return "http://127.0.0.1:" .. select(2, s:getsockname()), function() s:close() end
+end
+
 -- The one-off server: answers each connection with the next response of
 -- the file it is given, then exits.
 local SERVER = [[
