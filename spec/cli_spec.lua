@@ -137,6 +137,15 @@ describe("mm help", function()
     assert.is_falsy(has(help, "--token"), "a server-set field offered as an option")
   end)
 
+  it("documents help itself, which the help lists", function()
+    local r = cli.run{ "help", "help" }
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("", r.err)
+    assert.is_truthy(r.out:find("^Usage: mm help %[COMMAND%]\n"), r.out)
+    assert.are.same(r, cli.run{ "help", "--help" })
+    assert.is_truthy(has(cli.run{ "--help" }.out, "\n  help [COMMAND]  "), "the help no longer lists help")
+  end)
+
   it("lists a group's commands for `help jobs` and `mm commands`", function()
     local r = cli.run{ "help", "jobs" }
     assert.are.equal(0, r.code)
