@@ -969,6 +969,16 @@ describe("mm output", function()
     assert.are.equal(C.C_admin .. " abc\\x1b]0;pwned\\x07\\x20def\\x0axyz\n" .. C.C_basic .. " -\n", r.out)
   end)
 
+  it("prints suggestions without trailing white space when a field is empty", function()
+    local url, done = cli.fake{ { body = '[{"Complete":"echo","Suggestion":"echo","Description":"","Hint":""},'
+                                         .. '{"Complete":"away","Description":"","Hint":"[text]"},'
+                                         .. '{"Complete":"code","Description":"Code block","Hint":"[text]"}]' } }
+    local r = as("sysadmin", { "commands", "suggest", TEAM, "--user-input", "/" }, { url = url })
+    done()
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("echo\naway ([text])\ncode Code block ([text])\n", r.out)
+  end)
+
   it("escapes the server's error messages", function()
     local url, done = cli.fake{ { status = 400, body = '{"id":"x.y","message":"bad\\u001b[31m \\u009b1m",'
                                                        .. '"detailed_error":"","request_id":"","status_code":400}' } }
