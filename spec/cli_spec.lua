@@ -510,6 +510,18 @@ describe("mm get-job", function()
     assert.are.equal("success", again.status)
   end)
 
+  it("shows times in one format, as lists do: UTC in ISO 8601", function()
+    local id = S.fx.jobs.J3.id
+    local r = as("sysadmin", { "get-job", id })
+    assert.are.equal(0, r.code, r.err)
+    local created = r.out:match("\ncreated:%s+(%S+)\n")
+    assert.is_truthy(created and created:find("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$"), r.out)
+    local listed = as("sysadmin", { "jobs", "get", id, S.fx.jobs.J1.id })
+    assert.are.equal(0, listed.code, listed.err)
+    assert.are.equal(created, listed.out:match(id .. " %S+ %S+ %S+ (%S+)\n"), listed.out)
+    assert.is_truthy(has(cli.run{ "--help" }.out, "Times are UTC, as 2025-01-31T14:05:09Z"), "undocumented")
+  end)
+
   it("reports a 404 with the error id, as a line and as JSON", function()
     local r = as("sysadmin", { "get-job", ZERO_ID })
     assert.are.equal(1, r.code)
