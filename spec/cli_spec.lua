@@ -936,6 +936,22 @@ describe("mm output", function()
     assert.are.same({}, S.control("GET", "/__stub/requests"))
   end)
 
+  it("runs with stderr closed as with 2>/dev/null: results on stdout, the exit code tells", function()
+    local env = { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token }
+    local code, out = sh(cli.command({ "jobs", "list", "--debug" }, env) .. " 2>&-")
+    assert.are.equal(0, code, out)
+    assert.are.equal(as("sysadmin", { "jobs", "list" }).out, out) -- debug lines never reached the socket
+    code, out = sh(cli.command({ "get-job", ZERO_ID }, env) .. " 2>&-")
+    assert.are.equal(1, code, out)
+    assert.are.equal("", out)
+    -- stdin closed too: still refused when read, nothing sent
+    S.reset()
+    code = sh(cli.command({ "jobs", "get", "-" }, env) .. " <&- 2>&-")
+    assert.are.equal(2, code)
+    assert.are.same({}, S.control("GET", "/__stub/requests"))
+    assert.is_truthy(has(cli.run{ "--help" }.out, "With stderr closed (2>&-)"), "undocumented")
+  end)
+
   it("exits 7 on a closed pipe (never a silent 141) and starts nothing more", function()
     local err = tmpfile()
     local cmd = cli.command({ "regen-token", C.C_admin, C.C_basic, C.C_other, "--concurrency", "1" },
