@@ -549,6 +549,20 @@ describe("mm get-job", function()
     assert.are.equal("network", one_json(r).error.kind)
   end)
 
+  it("--debug logs the request as it goes out and times its answer, as the library does", function()
+    local id = S.fx.jobs.J3.id
+    local p = spawn_as("sysadmin", { "get-job", id, "--debug" }, URL .. "/__fault/slow_headers:1")
+    await_requests(1)
+    socket.sleep(0.2)
+    local so_far = p.err() -- the answer is 1 s late
+    local r = p.wait()
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(so_far:find("^mm: > GET [^\n]*/api/v4/jobs/" .. id .. "\n"), so_far)
+    assert.is_falsy(has(so_far, "< HTTP"), so_far)
+    local ms = tonumber(r.err:match("\nmm: < HTTP 200 %(([%d.]+) ms%)\n"))
+    assert.is_truthy(ms and ms >= 900, r.err)
+  end)
+
   it("never shows the token, even where the server echoes it or with --debug", function()
     -- an unknown token: in developer mode the 401 carries "token=<it>" in detailed_error
     S.config{ developer = true }
