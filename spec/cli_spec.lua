@@ -155,6 +155,46 @@ describe("mm help", function()
     assert.is_truthy(has(r.out, "mm commands rotate --team TEAM_ID"), r.out)
   end)
 
+  it("has the README say exactly which verbs take several IDs and which one", function()
+    local readme = slurp("README.md")
+    local section = assert(readme:match("\n## The `mm` command\n(.-)\n## "), "no mm section in the README")
+    section = section:gsub("%s+", " "):gsub("%b()", "")
+    local function quoted(s)
+      local t = {}
+      for w in s:gmatch("`([^`]+)`") do t[#t + 1] = w end
+      table.sort(t)
+      return t
+    end
+    local several = quoted(assert(section:match("%. ([^.]-) take one or more IDs"),
+                                  "the README lists no verbs that 'take one or more IDs'"))
+    local one = quoted(assert(section:match("take exactly one, in the words of their usage: ([^.]-)%."),
+                              "the README lists no verbs that 'take exactly one'"))
+    local want_several, want_one = {}, {}
+    for _, row in ipairs(mm.endpoints) do
+      local words = {}
+      for w in row.cli:gmatch("%S+") do words[#words + 1] = w end
+      local usage = cli.run{ "help", unpack(words) }.out:match("^Usage: mm " .. row.cli:gsub("%-", "%%-") .. "([^\n]*)")
+      local positional, id = {}, false
+      for w in usage:gmatch("%S+") do
+        if not w:find("^%u[%u_]*$") then break end
+        positional[#positional + 1] = w
+        id = id or w:find("_ID$") ~= nil
+      end
+      if usage:find("(%u[%u_]*) %[%1 %.%.%.%]") then
+        want_several[#want_several + 1] = row.cli
+      elseif id then
+        want_one[#want_one + 1] = row.cli .. " " .. table.concat(positional, " ")
+      end
+    end
+    table.sort(want_several)
+    table.sort(want_one)
+    assert.are.same(want_several, several)
+    assert.are.same(want_one, one)
+    -- regen-token with one ID prints the token alone, as its help says
+    assert.is_truthy(has(section, "`regen-token` the new token"), "the README's regen-token for one ID")
+    assert.is_truthy(has(cli.run{ "help", "regen-token" }.out, "Prints the new token alone for one ID"))
+  end)
+
   it("prints the library's version", function()
     local r = cli.run{ "--version" }
     assert.are.equal(0, r.code)
