@@ -1314,6 +1314,17 @@ describe("mm commands (needs the stub's commands routes)", function()
     assert.are.equal("not_found", doc.failed[1].error.kind)
   end)
 
+  it_commands("update interrupted while reading the command names the PUT it never sent", function()
+    local p = spawn_as("sysadmin", { "commands", "update", C.C_basic, "--display-name", "X" },
+                       URL .. "/__fault/slow_headers:1")
+    await_requests(1) -- the GET, answered 1 s late
+    p.signal("INT")
+    local r = p.wait()
+    assert.are.equal(130, r.code, r.err)
+    assert.are.equal("mm: not sent: PUT /api/v4/commands/" .. C.C_basic .. "\nmm: interrupted by SIGINT\n", r.err)
+    assert.are.equal(1, #requests())
+  end)
+
   it_commands("rotate interrupted half-way by SIGINT printed every token the stub changed", function()
     local p = spawn_as("sysadmin", { "commands", "rotate", "--team", TEAM, "--all", "--concurrency", "1" },
                        URL .. "/__fault/slow_headers:1")
