@@ -137,6 +137,15 @@ describe("mm help", function()
     assert.is_falsy(has(help, "--token"), "a server-set field offered as an option")
   end)
 
+  it("documents help itself, which the help lists", function()
+    local r = cli.run{ "help", "help" }
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("", r.err)
+    assert.is_truthy(r.out:find("^Usage: mm help %[COMMAND%]\n"), r.out)
+    assert.are.same(r, cli.run{ "help", "--help" })
+    assert.is_truthy(has(cli.run{ "--help" }.out, "\n  help [COMMAND]  "), "the help no longer lists help")
+  end)
+
   it("lists a group's commands for `help jobs` and `mm commands`", function()
     local r = cli.run{ "help", "jobs" }
     assert.are.equal(0, r.code)
@@ -144,6 +153,46 @@ describe("mm help", function()
     r = cli.run{ "commands" }
     assert.are.equal(0, r.code)
     assert.is_truthy(has(r.out, "mm commands rotate --team TEAM_ID"), r.out)
+  end)
+
+  it("has the README say exactly which verbs take several IDs and which one", function()
+    local readme = slurp("README.md")
+    local section = assert(readme:match("\n## The `mm` command\n(.-)\n## "), "no mm section in the README")
+    section = section:gsub("%s+", " "):gsub("%b()", "")
+    local function quoted(s)
+      local t = {}
+      for w in s:gmatch("`([^`]+)`") do t[#t + 1] = w end
+      table.sort(t)
+      return t
+    end
+    local several = quoted(assert(section:match("%. ([^.]-) take one or more IDs"),
+                                  "the README lists no verbs that 'take one or more IDs'"))
+    local one = quoted(assert(section:match("take exactly one, in the words of their usage: ([^.]-)%."),
+                              "the README lists no verbs that 'take exactly one'"))
+    local want_several, want_one = {}, {}
+    for _, row in ipairs(mm.endpoints) do
+      local words = {}
+      for w in row.cli:gmatch("%S+") do words[#words + 1] = w end
+      local usage = cli.run{ "help", unpack(words) }.out:match("^Usage: mm " .. row.cli:gsub("%-", "%%-") .. "([^\n]*)")
+      local positional, id = {}, false
+      for w in usage:gmatch("%S+") do
+        if not w:find("^%u[%u_]*$") then break end
+        positional[#positional + 1] = w
+        id = id or w:find("_ID$") ~= nil
+      end
+      if usage:find("(%u[%u_]*) %[%1 %.%.%.%]") then
+        want_several[#want_several + 1] = row.cli
+      elseif id then
+        want_one[#want_one + 1] = row.cli .. " " .. table.concat(positional, " ")
+      end
+    end
+    table.sort(want_several)
+    table.sort(want_one)
+    assert.are.same(want_several, several)
+    assert.are.same(want_one, one)
+    -- regen-token with one ID prints the token alone, as its help says
+    assert.is_truthy(has(section, "`regen-token` the new token"), "the README's regen-token for one ID")
+    assert.is_truthy(has(cli.run{ "help", "regen-token" }.out, "Prints the new token alone for one ID"))
   end)
 
   it("prints the library's version", function()
@@ -207,6 +256,7 @@ describe("mm usage errors", function()
     { { "jobs", "status", ZERO_ID, "done" }, "invalid STATUS 'done'" },
     { { "jobs", "status", ZERO_ID, "pending", "--force=maybe" }, "=true or =false" },
     { { "jobs", "download", ZERO_ID }, "jobs download takes JOB_ID FILE" },
+    { { "jobs", "download", ZERO_ID, "-" }, "FILE cannot be '-': a download is written whole to a named file" },
     { { "commands", "list" }, "commands list needs --team ID" },
     { { "commands", "list", "--team", "T" }, "option '--team': id must be 26 characters" },
     { { "commands", "create", "--team", TEAM, "--trigger", "/x", "--method", "P", "--request-url", "http://h" },
@@ -226,7 +276,9 @@ describe("mm usage errors", function()
     { { "api", "GET", "/jobs", "--query", "page" }, "--query expects KEY=VALUE" },
     { { "api", "POST", "/jobs", "--data", "{nope" }, "--data is not JSON" },
     { { "api", "GET", "/jobs", "--data", "{}" }, "a GET request has no body" },
-    { { "api", "POST", "/jobs", "--data", "@/nonexistent/body.json" }, "/nonexistent/body.json" },
+    { { "api", "POST", "/jobs", "--data", "@/nonexistent/body.json" },
+      "mm: cannot read --data /nonexistent/body.json: No such file or directory\n" },
+    { { "api", "POST", "/jobs", "--data", "@/tmp" }, "mm: cannot read --data /tmp: Is a directory\n" },
   }
   for _, case in ipairs(cases) do
     it("exits 2 for mm " .. table.concat(case[1], " "), function()
@@ -285,7 +337,7 @@ describe("mm configuration errors", function()
   it("exits 3 for a missing, empty or malformed token file", function()
     local r = cli.run({ "--token-file", "/nonexistent/token", unpack(args) }, { MM_URL = URL })
     assert.are.equal(3, r.code)
-    assert.is_truthy(has(one_line(r.err), "/nonexistent/token"))
+    assert.are.equal("mm: cannot read the token file /nonexistent/token: No such file or directory\n", r.err)
     r = cli.run({ "--token-file", tmpfile("\n"), unpack(args) }, { MM_URL = URL })
     assert.are.equal(3, r.code)
     assert.is_truthy(has(r.err, "empty"))
@@ -297,7 +349,27 @@ describe("mm configuration errors", function()
     -- a directory: the read error, not "empty"
     r = cli.run({ "--token-file", "/tmp", unpack(args) }, { MM_URL = URL })
     assert.are.equal(3, r.code)
-    assert.is_truthy(has(r.err, "cannot read the token file"), r.err)
+    assert.are.equal("mm: cannot read the token file /tmp: Is a directory\n", r.err)
+  end)
+
+  it("exits 3 for a --cacert that is no readable file or a --capath that is no directory, sending nothing", function()
+    local file = tmpfile("not a certificate")
+    local cases = {
+      { { "--cacert", "/nonexistent/ca.pem" }, {}, "--cacert /nonexistent/ca.pem: No such file or directory" },
+      { { "--cacert", "/tmp" }, {}, "--cacert /tmp: Is a directory" },
+      { { "--capath", "/nonexistent/certs" }, {}, "--capath /nonexistent/certs: No such file or directory" },
+      { { "--capath", file }, {}, "--capath " .. file .. ": Not a directory" },
+      { {}, { MM_CACERT = "/nonexistent/ca.pem" }, "MM_CACERT=/nonexistent/ca.pem: No such file or directory" },
+      { {}, { MM_CAPATH = file }, "MM_CAPATH=" .. file .. ": Not a directory" },
+    }
+    for _, case in ipairs(cases) do
+      local env = { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token }
+      for k, v in pairs(case[2]) do env[k] = v end
+      local r = cli.run({ "get-job", ZERO_ID, unpack(case[1]) }, env)
+      assert.are.equal(3, r.code, r.err)
+      assert.are.equal("mm: " .. case[3] .. "\n", r.err)
+    end
+    assert.are.same({}, S.control("GET", "/__stub/requests"))
   end)
 
   it("takes a token file saved with a byte order mark and CRLF", function()
@@ -332,8 +404,27 @@ describe("mm TLS options", function()
     assert.are.equal("", r.err)
     r = cli.run({ "get-job", fx.jobs.J1.id }, env{ MM_CACERT = ca })
     assert.are.equal(0, r.code, r.err)
-    r = cli.run({ "get-job", fx.jobs.J1.id, "--cacert", "/nonexistent/ca.pem" }, env())
-    assert.are_not.equal(0, r.code)
+  end)
+
+  it("trusts a --capath directory holding the certificate by its hash", function()
+    if not tls then return pending("the stub runs without TLS") end
+    local dir = tmpfile()
+    os.remove(dir)
+    assert.are.equal(0, sh("mkdir " .. q(dir) .. " && cp " .. q(ca) .. " " .. q(dir .. "/stub.pem")
+                           .. " && openssl rehash " .. q(dir)))
+    local r = cli.run({ "get-job", fx.jobs.J1.id, "--capath", dir }, env())
+    sh("rm -r " .. q(dir))
+    assert.are.equal(0, r.code, r.err)
+  end)
+
+  it("exits 3 when libcurl cannot use the --cacert file (curl code 77)", function()
+    if not tls then return pending("the stub runs without TLS") end
+    -- readable, so the CLI's own check passes: libcurl finds no certificate in it
+    local r = cli.run({ "get-job", fx.jobs.J1.id, "--cacert", tmpfile("not a certificate\n"), "--json" }, env())
+    assert.are.equal(3, r.code, r.err)
+    local e = one_json(r).error
+    assert.are.equal("tls", e.kind)
+    assert.are.equal(77, e.curl_code)
   end)
 
   it("--insecure works and says so loudly on stderr", function()
@@ -459,6 +550,18 @@ describe("mm get-job", function()
     assert.are.equal("success", again.status)
   end)
 
+  it("shows times in one format, as lists do: UTC in ISO 8601", function()
+    local id = S.fx.jobs.J3.id
+    local r = as("sysadmin", { "get-job", id })
+    assert.are.equal(0, r.code, r.err)
+    local created = r.out:match("\ncreated:%s+(%S+)\n")
+    assert.is_truthy(created and created:find("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$"), r.out)
+    local listed = as("sysadmin", { "jobs", "get", id, S.fx.jobs.J1.id })
+    assert.are.equal(0, listed.code, listed.err)
+    assert.are.equal(created, listed.out:match(id .. " %S+ %S+ %S+ (%S+)\n"), listed.out)
+    assert.is_truthy(has(cli.run{ "--help" }.out, "Times are UTC, as 2025-01-31T14:05:09Z"), "undocumented")
+  end)
+
   it("reports a 404 with the error id, as a line and as JSON", function()
     local r = as("sysadmin", { "get-job", ZERO_ID })
     assert.are.equal(1, r.code)
@@ -484,6 +587,20 @@ describe("mm get-job", function()
     r = as("sysadmin", { "get-job", ZERO_ID, "--json" }, { url = URL .. "/__fault/close_before" })
     assert.are.equal(4, r.code)
     assert.are.equal("network", one_json(r).error.kind)
+  end)
+
+  it("--debug logs the request as it goes out and times its answer, as the library does", function()
+    local id = S.fx.jobs.J3.id
+    local p = spawn_as("sysadmin", { "get-job", id, "--debug" }, URL .. "/__fault/slow_headers:1")
+    await_requests(1)
+    socket.sleep(0.2)
+    local so_far = p.err() -- the answer is 1 s late
+    local r = p.wait()
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(so_far:find("^mm: > GET [^\n]*/api/v4/jobs/" .. id .. "\n"), so_far)
+    assert.is_falsy(has(so_far, "< HTTP"), so_far)
+    local ms = tonumber(r.err:match("\nmm: < HTTP 200 %(([%d.]+) ms%)\n"))
+    assert.is_truthy(ms and ms >= 900, r.err)
   end)
 
   it("never shows the token, even where the server echoes it or with --debug", function()
@@ -618,6 +735,23 @@ describe("mm jobs", function()
       assert.are.same({ file = file, bytes = 607, content_type = "application/zip" }, doc)
     end)
 
+    it("refuses - for FILE (never a file named -, never a partial stdout)", function()
+      assert.is_nil(io.open("-"), "a file named - is in the way")
+      local r = as("sysadmin", { "jobs", "download", J.J6, "-" })
+      assert.are.equal(2, r.code, r.err)
+      assert.are.equal("", r.out)
+      assert.is_nil(io.open("-"), "a file named - was written")
+      -- DIR/- names such a file
+      local dir = tmpfile()
+      os.remove(dir)
+      assert.are.equal(0, sh("mkdir " .. q(dir)))
+      r = as("sysadmin", { "jobs", "download", J.J6, dir .. "/-" })
+      local size = #slurp(dir .. "/-")
+      sh("rm -r " .. q(dir))
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal(607, size)
+    end)
+
     it("leaves FILE as it was when the download fails", function()
       local file = tmpfile("before")
       local r = as("sysadmin", { "jobs", "download", J.J8, file })
@@ -746,6 +880,35 @@ describe("mm regen-token", function()
     assert.is_truthy(has(unknown, C.C_admin) and has(unknown, C.C_basic), unknown)
   end)
 
+  it("says only 'no answer came' for reads, whose state on the server no answer changes", function()
+    local J1, J3 = S.fx.jobs.J1.id, S.fx.jobs.J3.id
+    local url, close = cli.silent()
+    local slow = { url = url }
+    local r = as("sysadmin", { "jobs", "get", J1, J3, "--timeout", "0.3", "--retries", "0" }, slow)
+    assert.are.equal(4, r.code)
+    local ids = r.err:match("mm: no answer came for these: ([^\n]*)")
+    assert.is_truthy(ids and has(ids, J1) and has(ids, J3), r.err)
+    r = as("sysadmin", { "jobs", "get", J1, "--timeout", "0.3", "--retries", "0" }, slow)
+    assert.are.equal(4, r.code)
+    assert.is_truthy(has(r.err, "mm: no answer came for these: " .. J1 .. "\n"), r.err)
+    r = as("sysadmin", { "jobs", "list", "--timeout", "0.3", "--retries", "0" }, slow)
+    close()
+    assert.are.equal(4, r.code)
+    assert.is_truthy(one_line(r.err):find("^mm: timeout: "), r.err)
+  end)
+
+  it("says a call without an ID that got no answer may have taken effect", function()
+    local want = "mm: no answer came: whether POST /api/v4/jobs took effect on the server is unknown\n"
+    local url, close = cli.silent()
+    for _, wait in ipairs{ {}, { "--wait" } } do
+      local r = as("sysadmin", { "jobs", "create", "active_users", "--timeout", "0.3", "--retries", "0", unpack(wait) },
+                   { url = url })
+      assert.are.equal(4, r.code)
+      assert.are.equal(want, r.err:match("\n(.*)$"), r.err)
+    end
+    close()
+  end)
+
   it("draws a progress bar on stderr only when asked or on a terminal", function()
     local r = as("sysadmin", { "regen-token", C.C_admin, C.C_basic, C.C_other, "--progress" })
     assert.are.equal(0, r.code)
@@ -790,11 +953,57 @@ describe("mm output", function()
     assert.are_not.equal(fx.commands.C_admin.token, command_token("C_admin"))
   end)
 
+  it("says what was not written when a call without an ID cannot print its result", function()
+    local njobs = #one_json(as("sysadmin", { "jobs", "list", "--json" }))
+    local want = "mm: results not written: the list of " .. njobs .. " jobs\n"
+    for _, redirect in ipairs{ ">/dev/full", "| head -0" } do
+      for _, args in ipairs{ { "jobs", "list" }, { "jobs", "list", "--json" } } do
+        local err = tmpfile()
+        local cmd = cli.command(args, { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token })
+        -- head has exited when mm writes its first line
+        local code = sh("bash -c " .. q("set -o pipefail; (sleep 0.2; exec " .. cmd .. " 2>" .. err .. ") "
+                                        .. redirect))
+        local e = slurp(err)
+        assert.are.equal(7, code, e)
+        assert.is_truthy(e:find("^mm: cannot write the output: [^\n]+\n"), e)
+        assert.are.equal(want, e:match("\n(.*)$"), redirect .. " " .. table.concat(args, " "))
+      end
+    end
+    if HAS_COMMANDS then
+      local ncmds = #one_json(as("sysadmin", { "commands", "list", "--team", TEAM, "--json" }))
+      local code, e = run_to(">/dev/full", { "commands", "list", "--team", TEAM })
+      assert.are.equal(7, code, e)
+      assert.is_truthy(has(e, "mm: results not written: the list of " .. ncmds .. " commands\n"), e)
+    end
+    -- something was made: its id is named
+    local code, e = run_to(">/dev/full", { "jobs", "create", "active_users" })
+    assert.are.equal(7, code, e)
+    local id = e:match("mm: results not written: the job (%w+)\n")
+    assert.is_truthy(id, e)
+    assert.are.equal("active_users", S.control("GET", "/__stub/jobs/" .. id).type)
+  end)
+
   it("exits 7 at once, sending nothing, when stdout is closed", function()
     local code, e = run_to(">&-", { "regen-token", C.C_admin })
     assert.are.equal(7, code, e)
     assert.are.equal("mm: cannot write the output: stdout is closed\n", e)
     assert.are.same({}, S.control("GET", "/__stub/requests"))
+  end)
+
+  it("runs with stderr closed as with 2>/dev/null: results on stdout, the exit code tells", function()
+    local env = { MM_URL = URL, MM_TOKEN = fx.users.sysadmin.token }
+    local code, out = sh(cli.command({ "jobs", "list", "--debug" }, env) .. " 2>&-")
+    assert.are.equal(0, code, out)
+    assert.are.equal(as("sysadmin", { "jobs", "list" }).out, out) -- debug lines never reached the socket
+    code, out = sh(cli.command({ "get-job", ZERO_ID }, env) .. " 2>&-")
+    assert.are.equal(1, code, out)
+    assert.are.equal("", out)
+    -- stdin closed too: still refused when read, nothing sent
+    S.reset()
+    code = sh(cli.command({ "jobs", "get", "-" }, env) .. " <&- 2>&-")
+    assert.are.equal(2, code)
+    assert.are.same({}, S.control("GET", "/__stub/requests"))
+    assert.is_truthy(has(cli.run{ "--help" }.out, "With stderr closed (2>&-)"), "undocumented")
   end)
 
   it("exits 7 on a closed pipe (never a silent 141) and starts nothing more", function()
@@ -840,6 +1049,16 @@ describe("mm output", function()
     done()
     assert.are.equal(0, r.code, r.err)
     assert.are.equal(C.C_admin .. " abc\\x1b]0;pwned\\x07\\x20def\\x0axyz\n" .. C.C_basic .. " -\n", r.out)
+  end)
+
+  it("prints suggestions without trailing white space when a field is empty", function()
+    local url, done = cli.fake{ { body = '[{"Complete":"echo","Suggestion":"echo","Description":"","Hint":""},'
+                                         .. '{"Complete":"away","Description":"","Hint":"[text]"},'
+                                         .. '{"Complete":"code","Description":"Code block","Hint":"[text]"}]' } }
+    local r = as("sysadmin", { "commands", "suggest", TEAM, "--user-input", "/" }, { url = url })
+    done()
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("echo\naway ([text])\ncode Code block ([text])\n", r.out)
   end)
 
   it("escapes the server's error messages", function()
@@ -1093,6 +1312,17 @@ describe("mm commands (needs the stub's commands routes)", function()
                     doc.rotated[1])
     assert.are.equal(C.C_deleted, doc.failed[1].id)
     assert.are.equal("not_found", doc.failed[1].error.kind)
+  end)
+
+  it_commands("update interrupted while reading the command names the PUT it never sent", function()
+    local p = spawn_as("sysadmin", { "commands", "update", C.C_basic, "--display-name", "X" },
+                       URL .. "/__fault/slow_headers:1")
+    await_requests(1) -- the GET, answered 1 s late
+    p.signal("INT")
+    local r = p.wait()
+    assert.are.equal(130, r.code, r.err)
+    assert.are.equal("mm: not sent: PUT /api/v4/commands/" .. C.C_basic .. "\nmm: interrupted by SIGINT\n", r.err)
+    assert.are.equal(1, #requests())
   end)
 
   it_commands("rotate interrupted half-way by SIGINT printed every token the stub changed", function()

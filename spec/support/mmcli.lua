@@ -97,9 +97,10 @@ function M.run(args, env, opts)
 end
 
 --- Starts bin/mm in the background. Returns a process with `pid`,
--- `signal(name)`, `out()` (stdout so far) and `wait()` -> { code, out,
--- err }. Job control (set -m) keeps SIGINT as it is for a program run
--- from a terminal: a non-interactive shell would have it ignored.
+-- `signal(name)`, `out()` and `err()` (stdout and stderr so far) and
+-- `wait()` -> { code, out, err }. Job control (set -m) keeps SIGINT as
+-- it is for a program run from a terminal: a non-interactive shell would
+-- have it ignored.
 function M.spawn(args, env)
   local out, err = M.tmpfile(), M.tmpfile()
   local p = io.popen("bash -c " .. q("set -m; " .. M.command(args, env) .. " >" .. out .. " 2>" .. err
@@ -110,6 +111,7 @@ function M.spawn(args, env)
     assert(os.execute("kill -" .. name .. " " .. pid))
   end
   function proc.out() return M.slurp(out) end
+  function proc.err() return M.slurp(err) end
   function proc.wait()
     local rest = p:read("*a")
     p:close()
@@ -117,6 +119,15 @@ function M.spawn(args, env)
     return checked{ code = code, out = M.slurp(out), err = M.slurp(err) }
   end
   return proc
+end
+
+--- A URL on 127.0.0.1 that takes connections and never answers (the
+-- kernel completes them, nothing reads them): every request sent there
+-- times out, and nothing acts on it later, as a slow server would after
+-- the test. Returns the URL and a function that closes the listener.
+function M.silent()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  return "http://127.0.0.1:" .. select(2, s:getsockname()), function() s:close() end
 end
 
 -- The one-off server: answers each connection with the next response of
