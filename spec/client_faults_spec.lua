@@ -326,6 +326,27 @@ describe("#faults debug output", function()
     assert.is_nil(text:find(token, 1, true))
   end)
 
+  it("in a batch, logs each request as it goes out and each answer with its time and request", function()
+    local lines = {}
+    local c = mm.new{ url = stub.url .. "/__fault/slow_headers:0.2", token = fx.users.sysadmin.token,
+      debug = function(l) lines[#lines + 1] = l end }
+    local ids = { fx.commands.C_admin.id, fx.commands.C_other.id }
+    assert.equal(0, select(2, c:regen_tokens(ids, { concurrency = 2 })))
+    local sent, answered = {}, {}
+    for n, l in ipairs(lines) do
+      local id = l:match("^> PUT .-/commands/(%w+)/regen_token$")
+      if id then sent[id] = n end
+      local ms, aid = l:match("^< HTTP 200 %(([%d.]+) ms%) for PUT .-/commands/(%w+)/regen_token$")
+      if aid then answered[aid] = { n, tonumber(ms) } end
+    end
+    for _, id in ipairs(ids) do
+      assert.is_truthy(sent[id] and answered[id], table.concat(lines, "\n"))
+      assert.is_true(answered[id][2] >= 200, "time " .. answered[id][2])
+    end
+    -- both went out before either answer came (they overlap)
+    assert.is_true(math.max(sent[ids[1]], sent[ids[2]]) < math.min(answered[ids[1]][1], answered[ids[2]][1]))
+  end)
+
   it("MM_DEBUG=1 logs to stderr, without the token", function()
     local token = fx.users.sysadmin.token
     local out = child("MM_DEBUG=1", ([[

@@ -259,10 +259,11 @@ local function log_request(self, method, url, body)
   end
 end
 
-local function log_response(self, resp, err, elapsed)
+-- `request` names the request answered, where others overlap it (a batch).
+local function log_response(self, resp, err, elapsed, request)
   local log = self._log
-  -- a batch's transfers overlap: no time of their own to show
-  local ms = elapsed and (" (%.1f ms)"):format(elapsed * 1000) or ""
+  local ms = (" (%.1f ms)"):format(elapsed * 1000)
+  if request then ms = ms .. " for " .. self._scrub(request) end
   if not resp then
     log("< " .. err.kind .. ": " .. tostring(self._scrub(err.message)) .. ms)
     return
@@ -593,11 +594,9 @@ local function run_batch(self, items, conc, on_result, on_progress, on_hold)
   local function handle_done(i, resp, cerr)
     local it = items[i]
     inflight = inflight - 1
-    if log then
-      log_request(self, it.method, it.url, it.body)
-      log_response(self, resp, cerr)
-    end
     local now = monotime()
+    -- the request was logged when it went out; the answer, with its time
+    if log then log_response(self, resp, cerr, now - it.started, it.method .. " " .. it.url) end
     local status = resp and resp.status
     note(self, now, resp)
     local value, err
@@ -671,6 +670,10 @@ local function run_batch(self, items, conc, on_result, on_progress, on_hold)
           qhead = qhead + 1
           local it = items[i]
           it.sent = it.sent + 1
+          if log then
+            log_request(self, it.method, it.url, it.body)
+            it.started = monotime()
+          end
           handle:start(i, it.method, it.url, it.body, nil, it.ropts)
           inflight = inflight + 1
         end
