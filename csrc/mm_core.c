@@ -712,6 +712,13 @@ static mm_slot *slot_free(lua_State *L, mm_client *c) {
     s->set_timeout_ms = s->set_bufsize = -1;
     s->set_maxfilesize = -1;
     slots[c->nslots++] = s;
+    /* libcurl keeps 4 idle connections per transfer still added, so as a
+     * batch winds down it closes all but a few, and the next batch
+     * connects again. Keep as many as this client ever had in flight. */
+    if (c->nslots > 4) {
+      CURLMcode mc = curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->nslots);
+      if (mc != CURLM_OK) luaL_error(L, "CURLMOPT_MAXCONNECTS: %s", curl_multi_strerror(mc));
+    }
   }
   if (s->easy == NULL) {
     s->easy = curl_easy_duphandle(c->tmpl);

@@ -207,6 +207,16 @@ describe("concurrency and connections", function()
     assert.equal(85, total)
     assert.is_true(#conns <= 4, "connections: " .. #conns)
   end)
+
+  it("keeps every connection of a wide batch for the next one", function()
+    -- libcurl alone keeps 4 idle connections per transfer still added:
+    -- as a batch winds down it would close most, and the next reconnect
+    local c = client()
+    local ids = {}
+    for i = 1, 16 do ids[i] = cmd("C_admin") end
+    for _ = 1, 3 do assert.equal(0, select(2, c:regen_tokens(ids, { concurrency = 16 }))) end
+    assert.is_true(#stub.connections() <= 16, "connections: " .. #stub.connections())
+  end)
 end)
 
 describe("batch arguments raise and send nothing", function()
