@@ -4,18 +4,18 @@
 local mm = require "mm"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local child = require("support.child").run
 
 local fx
 local CMD_PATH
 
+-- A sysadmin client behind fault mode `mode`, with a 5 s timeout unless
+-- `opts` says otherwise: a mode that hangs fails its case quickly.
 local function fault(mode, opts)
   opts = opts or {}
-  opts.url = stub.url .. "/__fault/" .. mode
-  opts.token = opts.token or fx.users.sysadmin.token
-  if opts.retries == nil then opts.retries = 0 end
   if opts.timeout == nil then opts.timeout = 5 end
-  return mm.new(opts)
+  return clients.fault(mode, "sysadmin", opts)
 end
 
 local function cmd() return fx.commands.C_admin.id end
@@ -38,7 +38,7 @@ end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
   CMD_PATH = "/commands/" .. cmd() .. "/regen_token"
 end)
 
@@ -245,7 +245,7 @@ describe("#faults TLS", function()
 
   it("verifies the server by default: a self-signed certificate is kind 'tls'", function()
     if not tls_url then return pending("stub started without TLS") end
-    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, retries = 0 }
+    local c = clients.new("sysadmin", { url = tls_url })
     local _, err = c:regen_token(cmd())
     assert.equal("tls", err.kind)
     assert.equal(60, err.curl_code) -- CURLE_PEER_FAILED_VERIFICATION
@@ -274,7 +274,7 @@ describe("#faults TLS", function()
     if not tls_url then return pending("stub started without TLS") end
     -- 127.0.0.2 is not in the certificate's subjectAltName
     local url = tls_url:gsub("127%.0%.0%.1", "127.0.0.2")
-    local c = mm.new{ url = url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
+    local c = clients.new("sysadmin", { url = url, cafile = cafile })
     local _, err = c:regen_token(cmd())
     assert.equal("tls", err.kind)
   end)
@@ -291,7 +291,7 @@ describe("#faults proxies", function()
   it("sends requests through the proxy option", function()
     -- The stub's nginx also answers absolute-form proxy requests, so it can
     -- stand in for a proxy: mm.invalid resolves nowhere, yet the call works.
-    local c = mm.new{ url = "http://mm.invalid", token = fx.users.sysadmin.token, proxy = stub.url, retries = 0 }
+    local c = clients.new("sysadmin", { url = "http://mm.invalid", proxy = stub.url })
     assert.equal(26, #assert(c:regen_token(cmd())))
   end)
 
@@ -343,7 +343,7 @@ describe("#faults HTTP/2 and client certificates", function()
   it("multiplexes a batch over one HTTP/2 connection when the server offers it over TLS", function()
     local tls_url, cafile = os.getenv("MM_STUB_TLS_URL"), os.getenv("MM_STUB_CAFILE")
     if not tls_url then return pending("stub started without TLS") end
-    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
+    local c = clients.new("sysadmin", { url = tls_url, cafile = cafile })
     local ids = {}
     for i = 1, 20 do ids[i] = cmd() end
     local results, failed = c:regen_tokens(ids, { concurrency = 20 })
