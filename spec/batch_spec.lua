@@ -6,15 +6,11 @@ local stub = require "support.stubctl"
 local clients = require "support.client"
 local raises = require("support.check").raises
 
-local fx
 local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe"
 
-local function cmd(name) return fx.commands[name].id end
+local cmd = clients.cmd
 
-before_each(function()
-  stub.reset()
-  fx = clients.fixtures()
-end)
+before_each(stub.reset)
 
 describe("regen_tokens", function()
   it("returns tokens and errors in input order; one failure fails nothing else", function()

@@ -11,7 +11,7 @@ local raises, assert_http_error = check.raises, check.http_error
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
 
-local function cmd(name) return fx.commands[name].id end
+local cmd = clients.cmd
 
 before_each(function()
   stub.reset()

@@ -42,10 +42,7 @@ local SHRUG = "\194\175\\\\\\_(\227\131\132)\\_/\194\175" -- ¯\\\_(ツ)\_/¯ (f
 
 local fx -- the fixtures: ids and the tokens they start with
 
-local function team(name) return fx.teams[name].id end
-local function cmd(name) return fx.commands[name].id end
-local function channel(name) return fx.channels[name].id end
-local function user(name) return fx.users[name].id end
+local team, cmd, channel, user = clients.team, clients.cmd, clients.channel, clients.user
 
 -- +own / +others of §6: permissions added to team_user.
 local function grant(...) stub.grant("team_user", { ... }) end

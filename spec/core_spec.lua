@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local mime = require "mime"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
 local files = require "support.files"
 local child = require "support.child"
@@ -18,7 +19,7 @@ local unpack = table.unpack or unpack
 local fx, AUTH
 local URL = stub.url
 
-local function J(n) return fx.jobs["J" .. n].id end
+local J = clients.job
 local function api(path) return URL .. "/api/v4" .. path end
 local function fault(mode, path) return URL .. "/__fault/" .. mode .. "/api/v4" .. path end
 
@@ -74,7 +75,7 @@ end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
   AUTH = "Authorization: Bearer " .. fx.users.sysadmin.token
 end)
 

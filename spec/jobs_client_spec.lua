@@ -17,7 +17,7 @@ local raises, http_error = check.raises, check.http_error
 local fx
 local RANDOM = "4xp9fdt7pbgium38k8k9kdzdwe" -- well-formed; no job has it
 
-local function J(n) return fx.jobs["J" .. n].id end
+local J = clients.job
 
 -- Fixture jobs as the client must return them: plain tables, a null
 -- `data` left out, no stub-only `file`.

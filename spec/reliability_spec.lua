@@ -10,7 +10,7 @@ local raises = require("support.check").raises
 
 local fx
 
-local function cmd(name) return fx.commands[name].id end
+local cmd = clients.cmd
 
 local function timed(f)
   local t0 = socket.gettime()

@@ -14,7 +14,7 @@ local files = require "support.files"
 local raises, http_error = check.raises, check.http_error
 local fx
 
-local function J(n) return fx.jobs["J" .. n].id end
+local J = clients.job
 
 -- The URIs the stub received, in order.
 local function uris()

@@ -1,10 +1,11 @@
 --- Clients for the specs: made against the stub, as a fixture user, with
--- retries off unless asked (a spec that wants retries says so).
+-- retries off unless asked (a spec that wants retries says so); the
+-- fixtures' ids by name.
 -- @usage
 -- local clients = require "support.client"
 -- local c = clients.new("sysadmin", { timeout = 2 })
 -- local f = clients.fault("slow_headers:1", "sysadmin")
-local mm = require "mm"
+-- local token = c:regen_token(clients.cmd("C_admin"))
 local stub = require "support.stubctl"
 
 local M = {}
@@ -17,9 +18,19 @@ function M.fixtures()
   return fixtures
 end
 
+--- The id of a fixture by its name: a command ("C_admin"), a team ("T"),
+-- a channel ("CH"), a user ("basic"); `job(n)` is job Jn's.
+function M.cmd(name) return M.fixtures().commands[name].id end
+function M.team(name) return M.fixtures().teams[name].id end
+function M.channel(name) return M.fixtures().channels[name].id end
+function M.user(name) return M.fixtures().users[name].id end
+function M.job(n) return M.fixtures().jobs["J" .. n].id end
+
 --- A client for fixture user `user` (default sysadmin); opts as mm.new's
 -- (url defaults to the stub, retries to 0).
 function M.new(user, opts)
+  -- required here, not at load: core_spec uses this module without `mm`
+  local mm = require "mm"
   opts = opts or {}
   opts.url = opts.url or stub.url
   opts.token = opts.token or M.fixtures().users[user or "sysadmin"].token
