@@ -6,9 +6,7 @@ local stub = require "support.stubctl"
 local clients = require "support.client"
 local raises = require("support.check").raises
 
-local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe"
-
-local cmd = clients.cmd
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
 before_each(stub.reset)
 

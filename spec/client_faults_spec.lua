@@ -18,7 +18,7 @@ local function fault(mode, opts)
   return clients.fault(mode, "sysadmin", opts)
 end
 
-local cmd = clients.cmd
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
 -- How many times the stub saw a request whose path ends with `suffix`.
 local function seen(suffix)
@@ -72,7 +72,7 @@ describe("#faults timeouts", function()
     local c = fault("flaky_slow:1", { timeout = 0.5, retries = 2, max_retry_wait = 0.01 })
     -- the GET times out, is retried (idempotent) on a new connection and
     -- answered: that connection is kept alive for the POST
-    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = c:get_job(UNKNOWN)
     assert.equal(404, err.status)
     assert.equal(2, err.attempts)
     local job
@@ -156,14 +156,14 @@ describe("#faults broken connections and bodies", function()
 
   it("a response larger than max_body is kind 'too_large'; the client stays usable", function()
     local c = fault("huge", { max_body = 1024 * 1024 })
-    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = c:get_job(UNKNOWN)
     assert.equal("too_large", err.kind)
     assert.matches("max_body", err.message)
     -- the default cap (8 MiB) refuses 16 MiB too
-    _, err = fault("huge"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    _, err = fault("huge"):get_job(UNKNOWN)
     assert.equal("too_large", err.kind)
     -- and a larger cap takes it
-    local job = assert(fault("huge", { max_body = 32 * 1024 * 1024 }):get_job("4xp9fdt7pbgium38k8k9kdzdwe"))
+    local job = assert(fault("huge", { max_body = 32 * 1024 * 1024 }):get_job(UNKNOWN))
     assert.is_true(#job.data.pad > 16 * 1024 * 1024 - 1024)
   end)
 end)

@@ -11,7 +11,7 @@ local raises, assert_http_error = check.raises, check.http_error
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
 
-local cmd = clients.cmd
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
 before_each(function()
   stub.reset()
@@ -137,7 +137,7 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
   end)
 
   it("2.8 case 27: an unknown id is 404 app.job.get", function()
-    local _, err = clients.new("sysadmin"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = clients.new("sysadmin"):get_job(UNKNOWN)
     assert_http_error(err, 404, "app.job.get.app_error")
   end)
 
@@ -182,7 +182,7 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
   end)
 
   it("wait_job returns the error of a failed poll", function()
-    local _, err = clients.new("basic"):wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 1 })
+    local _, err = clients.new("basic"):wait_job(UNKNOWN, { timeout = 1 })
     assert_http_error(err, 404, "app.job.get.app_error")
   end)
 end)
@@ -212,7 +212,7 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
   it("3.4#4,6 cases 31, 36, 38, 39: hidden, foreign, unknown and deleted commands are 404", function()
     local cases = {
       { "basic", cmd("C_admin") }, { "outsider", cmd("C_admin") },
-      { "sysadmin", "4xp9fdt7pbgium38k8k9kdzdwe" }, { "sysadmin", cmd("C_deleted") },
+      { "sysadmin", UNKNOWN }, { "sysadmin", cmd("C_deleted") },
     }
     for _, case in ipairs(cases) do
       local token, err = clients.new(case[1]):regen_token(case[2])
@@ -283,7 +283,7 @@ describe("argument checks raise and send nothing", function()
 
   it("wait_job checks its options", function()
     local c = clients.new("sysadmin")
-    local id = "4xp9fdt7pbgium38k8k9kdzdwe"
+    local id = UNKNOWN
     raises("bad argument #2 to 'wait_job' %(unknown option 'timout'%)", c.wait_job, c, id, { timout = 1 })
     raises("option 'interval' must be a number", c.wait_job, c, id, { interval = "1" })
     raises("option 'interval' must be a number of seconds from 0.001", c.wait_job, c, id, { interval = 0 })

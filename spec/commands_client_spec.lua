@@ -30,7 +30,7 @@ local function sent(r, method, uri, body, token)
 end
 
 local ID = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
-local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe" -- a well-formed id of nothing
+local UNKNOWN = clients.UNKNOWN
 local OWN, OTHERS = "manage_own_slash_commands", "manage_others_slash_commands"
 local PERMISSIONS = "api.context.permissions.app_error"
 local NOT_FOUND = "store.sql_command.save.get.app_error"

@@ -15,7 +15,7 @@ local rawserver = require "support.rawserver"
 
 local raises, http_error = check.raises, check.http_error
 local fx
-local RANDOM = "4xp9fdt7pbgium38k8k9kdzdwe" -- well-formed; no job has it
+local UNKNOWN = clients.UNKNOWN
 
 local J = clients.job
 
@@ -152,7 +152,7 @@ describe("get_jobs (GET /api/v4/jobs)", function()
     -- the stub answers a clean 400; a raw server sends what the Go handler
     -- writes when its gzip wrapper does not hold the body back
     local body = '[]{"id":"api.job.status.invalid","message":"Invalid status set","detailed_error":"",'
-      .. '"request_id":"' .. RANDOM .. '","status_code":400}'
+      .. '"request_id":"' .. UNKNOWN .. '","status_code":400}'
     local srv = rawserver.start{ "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. #body
       .. "\r\n\r\n" .. body }
     local c = clients.new(nil, { url = srv.url, token = "t" })
@@ -253,22 +253,22 @@ describe("download_job (GET /api/v4/jobs/{id}/download)", function()
 
   it("case 58: downloads off -> 501, an error and no file, before the lookup", function()
     local c = clients.new("basic")
-    local body, err = c:download_job(RANDOM)
+    local body, err = c:download_job(UNKNOWN)
     assert.is_nil(body)
     http_error(err, 501, "app.job.download_export_results_not_enabled",
       "DownloadExportResults in config.json is false. Please set this to true to download the results of this job.")
     local n
-    n, err = c:download_job(RANDOM, dir .. "/out.zip")
+    n, err = c:download_job(UNKNOWN, dir .. "/out.zip")
     assert.is_nil(n)
     http_error(err, 501, "app.job.download_export_results_not_enabled")
     assert.same({}, files.list(dir))
-    assert_sent("basic", { "GET", "/api/v4/jobs/" .. RANDOM .. "/download" },
-                { "GET", "/api/v4/jobs/" .. RANDOM .. "/download" })
+    assert_sent("basic", { "GET", "/api/v4/jobs/" .. UNKNOWN .. "/download" },
+                { "GET", "/api/v4/jobs/" .. UNKNOWN .. "/download" })
   end)
 
   it("case 59: unknown id -> 404; basic and sysmanager J6 -> 403", function()
     download_on()
-    local _, err = clients.new("basic"):download_job(RANDOM, dir .. "/out.zip")
+    local _, err = clients.new("basic"):download_job(UNKNOWN, dir .. "/out.zip")
     http_error(err, 404, "app.job.get.app_error", "Unable to get the job.")
     _, err = clients.new("basic"):download_job(J(6))
     http_error(err, 403, "api.context.permissions.app_error")
@@ -362,7 +362,7 @@ describe("cancel_job (POST /api/v4/jobs/{id}/cancel)", function()
 
   it("case 67: unknown id -> 404; J11 -> 400 incorrect_job_type; 1234 refused, the server's 400 via request", function()
     local c = clients.new("sysadmin")
-    local _, err = c:cancel_job(RANDOM)
+    local _, err = c:cancel_job(UNKNOWN)
     http_error(err, 404, "app.job.get.app_error")
     _, err = c:cancel_job(J(11))
     http_error(err, 400, "api.job.unable_to_create_job.incorrect_job_type")
@@ -442,7 +442,7 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
 
   it("case 74: unknown id -> 404; J11 -> 400 unable_to_manage_job", function()
     local c = clients.new("sysadmin")
-    local _, err = c:update_job_status(RANDOM, "canceled")
+    local _, err = c:update_job_status(UNKNOWN, "canceled")
     http_error(err, 404, "app.job.get.app_error")
     _, err = c:update_job_status(J(11), "canceled")
     http_error(err, 400, "api.job.unable_to_manage_job.incorrect_job_type",
@@ -674,24 +674,24 @@ describe("jobs calls on an independent Mattermost-shaped server", function()
     local srv = rawserver.start{ reply('{"status":"OK"}'), reply('{"status":"ok"}'), reply('{"status":"FAIL"}'),
                                  reply('{"status":"OK"}') }
     local c = clients.new(nil, { url = srv.url, token = "tok" })
-    assert.is_true(c:update_job_status(RANDOM, "canceled", { force = true }))
-    assert.is_true(c:cancel_job(RANDOM))
-    local ok, err = c:cancel_job(RANDOM)
+    assert.is_true(c:update_job_status(UNKNOWN, "canceled", { force = true }))
+    assert.is_true(c:cancel_job(UNKNOWN))
+    local ok, err = c:cancel_job(UNKNOWN)
     assert.is_nil(ok)
     assert.equal("decode", err.kind)
     assert.equal("status is not OK: FAIL", err.message)
-    assert.is_true(c:update_job_status(RANDOM, "pending"))
+    assert.is_true(c:update_job_status(UNKNOWN, "pending"))
     local got = srv:finish()
     local host = srv.url:match("//(.*)")
     local ua = "User-Agent: lua-mattermost/" .. mm._VERSION .. " (libcurl/" .. require("mm.core").curl_version .. ")"
     local head = "Host: " .. host .. "\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer tok\r\n"
       .. "Accept: application/json\r\n" .. ua .. "\r\n"
     assert.same({
-      "PATCH /api/v4/jobs/" .. RANDOM .. "/status HTTP/1.1\r\n" .. head
+      "PATCH /api/v4/jobs/" .. UNKNOWN .. "/status HTTP/1.1\r\n" .. head
         .. 'Content-Type: application/json\r\nContent-Length: 34\r\n\r\n{"status":"canceled","force":true}',
-      "POST /api/v4/jobs/" .. RANDOM .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
-      "POST /api/v4/jobs/" .. RANDOM .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
-      "PATCH /api/v4/jobs/" .. RANDOM .. "/status HTTP/1.1\r\n" .. head
+      "POST /api/v4/jobs/" .. UNKNOWN .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
+      "POST /api/v4/jobs/" .. UNKNOWN .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
+      "PATCH /api/v4/jobs/" .. UNKNOWN .. "/status HTTP/1.1\r\n" .. head
         .. 'Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"status":"pending"}',
     }, got)
   end)

@@ -10,6 +10,9 @@ local stub = require "support.stubctl"
 
 local M = {}
 
+--- A well-formed id that names nothing the stub knows.
+M.UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe"
+
 local fixtures -- read once: the fixture ids and tokens never change
 
 --- The stub's fixtures (users, teams, commands, jobs, ...).
