@@ -29,11 +29,7 @@ local function seen(suffix)
   return n
 end
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 before_each(function()
   stub.reset()
@@ -44,7 +40,7 @@ end)
 describe("#faults timeouts", function()
   it("a body slower than the timeout fails with kind 'timeout', quickly", function()
     local c = fault("slow_body:5", { timeout = 0.5 })
-    local token, err, dt = timed(function() return c:regen_token(cmd("C_admin")) end)
+    local dt, token, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     assert.is_nil(token)
     assert.equal("timeout", err.kind)
     assert.equal(28, err.curl_code)
@@ -52,7 +48,7 @@ describe("#faults timeouts", function()
   end)
 
   it("headers slower than the timeout fail with kind 'timeout'", function()
-    local _, err, dt = timed(function()
+    local dt, _, err = timed(function()
       return fault("slow_headers:5", { timeout = 0.5 }):regen_token(cmd("C_admin"))
     end)
     assert.equal("timeout", err.kind)
@@ -84,7 +80,7 @@ describe("#faults timeouts", function()
   end)
 
   it("a timeout below a millisecond is still a timeout, not none", function()
-    local _, err, dt = timed(function()
+    local dt, _, err = timed(function()
       return fault("slow_headers:2", { timeout = 0.0004 }):regen_token(cmd("C_admin"))
     end)
     -- 1 ms: on a slow machine (valgrind) even the connection may not be up by then
@@ -106,7 +102,7 @@ describe("#faults timeouts", function()
       fillers[i]:connect("127.0.0.1", port)
     end
     local c = mm.new{ url = "http://127.0.0.1:" .. port, token = "x", connect_timeout = 0.3, retries = 0 }
-    local _, err, dt = timed(function() return c:regen_token(cmd("C_admin")) end)
+    local dt, _, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     for _, s in ipairs(fillers) do s:close() end
     srv:close()
     assert.equal("connect_timeout", err.kind)
@@ -195,7 +191,7 @@ describe("#faults retries", function()
 
   it("a 429 is sent again on any method once the pause of Retry-After ends, whatever 'retries' says", function()
     local c = fault("flaky429:1", { retries = 0, max_retry_wait = 0.01 })
-    local job, err, dt = timed(function() return c:create_job{ type = "active_users" } end)
+    local dt, job, err = timed(function() return c:create_job{ type = "active_users" } end)
     assert.is_nil(err)
     assert.equal("pending", job.status)
     assert.equal(2, seen("/jobs"))
@@ -204,7 +200,7 @@ describe("#faults retries", function()
 
   it("a 429 that persists past max_rate_wait ends with the 429 and its retry_after", function()
     local c = fault("429", { retries = 0, max_rate_wait = 1.5 })
-    local _, err, dt = timed(function() return c:regen_token(cmd("C_admin")) end)
+    local dt, _, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     assert.equal(429, err.status)
     assert.equal(1, err.retry_after)
     assert.equal(3, err.attempts) -- at 0, 1 and 2 s: the budget ran out after the pause

@@ -3,7 +3,6 @@
 -- max_body). Every failure leaves the target as it was and no temporary
 -- file behind. Export files of any size come from POST /__stub/jobs with
 -- `file`; their content is checked with support.export_pattern.
-local socket = require "socket"
 local stub = require "support.stubctl"
 local clients = require "support.client"
 local check = require "support.check"
@@ -22,11 +21,7 @@ local function export(size, content)
   return stub.store_job({ file = { size = size or SIZE, content = content } }).job.id
 end
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 -- The target keeps its old content and nothing else is in its directory.
 local function assert_untouched(target)
@@ -120,7 +115,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("a body slower than the timeout", function()
-    local n, err, took = timed(function()
+    local took, n, err = timed(function()
       return clients.fault("slow_body:5", "sysadmin", { timeout = 0.5 }):download_job(export(), target)
     end)
     assert.is_nil(n)
@@ -260,7 +255,7 @@ describe("download_job into memory", function()
   it("over max_body: too_large at once, refused by its Content-Length before any byte of the body", function()
     -- slow_body: the headers now, the body after 5 s; a refusal that waited
     -- for the body would take that long
-    local body, err, took = timed(function()
+    local took, body, err = timed(function()
       return clients.fault("slow_body:5", "sysadmin", { max_body = SIZE - 1 }):download_job(export())
     end)
     assert.is_nil(body)

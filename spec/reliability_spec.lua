@@ -3,7 +3,6 @@
 -- process-wide surprises. Each numbered problem of the issue is a case
 -- here that failed on the code before it.
 local mm = require "mm"
-local socket = require "socket"
 local stub = require "support.stubctl"
 local clients = require "support.client"
 local raises = require("support.check").raises
@@ -12,11 +11,7 @@ local fx
 
 local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 -- The token the stub holds now for fixture command `name`.
 local function live_token(name)
@@ -130,7 +125,7 @@ describe("interrupts through a signal watcher", function()
     local watcher = mm.catch_signals{ "TERM" }
     local c = clients.fault("503", "sysadmin", { interrupt = watcher, retries = 3, max_retry_wait = 5 })
     os.execute("(sleep 0.3; kill -TERM " .. clients.pid() .. ") >/dev/null 2>&1 &")
-    local _, err, dt = timed(function() return c:get_job(UNKNOWN) end)
+    local dt, _, err = timed(function() return c:get_job(UNKNOWN) end)
     assert.equal("TERM", (watcher:caught()))
     watcher:close()
     assert.equal(503, err.status)
@@ -146,7 +141,7 @@ end)
 describe("issue 10 #4: wait_job is bounded by its timeout", function()
   it("returns 'wait_timeout' after the timeout even when a poll never answers", function()
     local c = clients.fault("slow_headers:30", "sysadmin", { timeout = 4 })
-    local done, err, dt = timed(function() return c:wait_job(UNKNOWN, { timeout = 1 }) end)
+    local dt, done, err = timed(function() return c:wait_job(UNKNOWN, { timeout = 1 }) end)
     assert.is_nil(done)
     assert.equal("wait_timeout", err.kind)
     assert.is_true(dt >= 0.99 and dt < 1.6, "took " .. dt)
@@ -155,7 +150,7 @@ describe("issue 10 #4: wait_job is bounded by its timeout", function()
 
   it("a retry that would outlast the deadline is not waited for", function()
     local c = clients.fault("503", "sysadmin", { retries = 5, max_retry_wait = 10 })
-    local _, err, dt = timed(function() return c:wait_job(UNKNOWN, { timeout = 0.5 }) end)
+    local dt, _, err = timed(function() return c:wait_job(UNKNOWN, { timeout = 0.5 }) end)
     assert.is_true(dt < 1, "took " .. dt)
     assert.is_true(err.kind == "wait_timeout" or err.status == 503, tostring(err))
   end)
@@ -174,7 +169,7 @@ describe("error kinds say what happened", function()
 
   it("a Content-Length over max_body is refused at once, before the body comes", function()
     local c = clients.fault("slow_body:3", "sysadmin", { max_body = 1024, timeout = 10 })
-    local _, err, dt = timed(function() return c:get_jobs{ per_page = 200 } end)
+    local dt, _, err = timed(function() return c:get_jobs{ per_page = 200 } end)
     assert.equal("too_large", err.kind)
     assert.is_true(dt < 1, "took " .. dt)
   end)
@@ -219,7 +214,7 @@ describe("issue 10 #1: pacing to the server's rate limiter", function()
   it("300 calls at 200/s burst 20 and concurrency 16: none fails, none is refused", function()
     stub.config{ rate_limit = { per_sec = 200, burst = 20 } }
     local c = clients.new()
-    local results, failed, dt = timed(function() return c:regen_tokens(ids(300), { concurrency = 16 }) end)
+    local dt, results, failed = timed(function() return c:regen_tokens(ids(300), { concurrency = 16 }) end)
     assert.equal(0, failed)
     assert.equal(300, #results)
     -- every request reached the server once: no 429 was needed
@@ -259,7 +254,7 @@ describe("a single call and signals", function()
     local c = clients.fault("slow_headers:3", "sysadmin", { interrupt = watcher, timeout = 10 })
     os.execute("(sleep 0.3; kill -INT " .. clients.pid() .. "; sleep 0.3; kill -INT " .. clients.pid()
       .. ") >/dev/null 2>&1 &")
-    local _, err, dt = timed(function() return c:get_job(UNKNOWN) end)
+    local dt, _, err = timed(function() return c:get_job(UNKNOWN) end)
     local sig, count = watcher:caught()
     watcher:close()
     assert.equal("INT", sig)
@@ -298,7 +293,7 @@ describe("downloads and the timeout", function()
     local c = clients.fault("slow_body:3", "sysadmin", { timeout = 1 })
     local file = os.tmpname()
     os.remove(file)
-    local _, err, dt = timed(function() return c:download_job(fx.jobs.J6.id, file) end)
+    local dt, _, err = timed(function() return c:download_job(fx.jobs.J6.id, file) end)
     assert.equal("timeout", err.kind)
     assert.is_true(dt < 2.5, "took " .. dt)
     assert.is_nil(io.open(file))

@@ -1,11 +1,12 @@
 --- Clients for the specs: made against the stub, as a fixture user, with
 -- retries off unless asked (a spec that wants retries says so); the
--- fixtures' ids by name.
+-- fixtures' ids by name; timing.
 -- @usage
 -- local clients = require "support.client"
 -- local c = clients.new("sysadmin", { timeout = 2 })
 -- local f = clients.fault("slow_headers:1", "sysadmin")
--- local token = c:regen_token(clients.cmd("C_admin"))
+-- local took, token, err = clients.timed(function() return c:regen_token(clients.cmd("C_admin")) end)
+local socket = require "socket"
 local stub = require "support.stubctl"
 
 local M = {}
@@ -46,6 +47,12 @@ function M.fault(mode, user, opts)
   opts = opts or {}
   opts.url = stub.url .. "/__fault/" .. mode
   return M.new(user, opts)
+end
+
+--- Calls f(); returns the seconds it took, then everything f returned.
+function M.timed(f)
+  local t0 = socket.gettime()
+  return (function(...) return socket.gettime() - t0, ... end)(f())
 end
 
 --- This process's id (to signal ourselves from a child).
