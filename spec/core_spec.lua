@@ -38,14 +38,6 @@ end
 
 local timed = clients.timed
 
--- This process's id (the first field of /proc/self/stat).
-local function pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local id = f:read("*l"):match("^(%d+)")
-  f:close()
-  return id
-end
-
 -- The signals this thread blocks, as the hex mask of /proc/self/status.
 local function blocked()
   for line in io.lines("/proc/self/status") do
@@ -58,7 +50,7 @@ end
 -- Through popen, not os.execute: system() sets SIGINT and SIGQUIT to
 -- SIG_IGN while it waits, which discards them even when pending.
 local function signal_later(sig, delay)
-  local p = assert(io.popen(("sh -c 'sleep %s; kill -%s %s' >/dev/null 2>&1 &"):format(delay, sig, pid())))
+  local p = assert(io.popen(("sh -c 'sleep %s; kill -%s %s' >/dev/null 2>&1 &"):format(delay, sig, clients.pid())))
   p:close()
 end
 
