@@ -5,6 +5,7 @@ local mm = require "mm"
 local stub = require "support.stubctl"
 local clients = require "support.client"
 local check = require "support.check"
+local bad_values = require "support.bad_values"
 
 local raises, assert_http_error = check.raises, check.http_error
 
@@ -245,17 +246,9 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
 end)
 
 describe("argument checks raise and send nothing", function()
-  local BAD_IDS = {
-    { nil, "id expected, got no value" }, { 42, "id expected, got number" },
-    { "1234", "id must be 26 characters, got 4" },
-    { "4XP9FDT7PBGIUM38K8K9KDZDWE", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd/e", "only lower%-case letters and digits" },
-    { "../../../../../jobs0000000", "only lower%-case letters and digits" },
-  }
-
   it("regen_token, get_job and wait_job check the id", function()
     local c = clients.new("sysadmin")
-    for _, case in ipairs(BAD_IDS) do
+    for _, case in ipairs(bad_values.IDS) do
       raises("bad argument #1 to 'regen_token' %(.-" .. case[2], c.regen_token, c, case[1])
       raises("bad argument #1 to 'get_job' %(.-" .. case[2], c.get_job, c, case[1])
       raises("bad argument #1 to 'wait_job' %(.-" .. case[2], c.wait_job, c, case[1])

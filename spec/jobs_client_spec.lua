@@ -10,6 +10,7 @@ local mime = require "mime"
 local stub = require "support.stubctl"
 local clients = require "support.client"
 local check = require "support.check"
+local bad_values = require "support.bad_values"
 local files = require "support.files"
 local rawserver = require "support.rawserver"
 
@@ -451,20 +452,9 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
 end)
 
 describe("jobs arguments are checked before anything is sent", function()
-  local BAD_IDS = {
-    { nil, "id expected, got no value" }, { 42, "id expected, got number" }, { {}, "id expected, got table" },
-    { "", "id must be 26 characters, got 0" }, { "1234", "id must be 26 characters, got 4" },
-    { ("a"):rep(27), "id must be 26 characters, got 27" },
-    { "4XP9FDT7PBGIUM38K8K9KDZDWE", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd/e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdz%2e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd\0e", "only lower%-case letters and digits" },
-  }
-
   it("every id argument", function()
     local c = clients.new("sysadmin")
-    for _, case in ipairs(BAD_IDS) do
+    for _, case in ipairs(bad_values.IDS) do
       local pat = "%(.-" .. case[2]
       raises("bad argument #1 to 'cancel_job' " .. pat, c.cancel_job, c, case[1])
       raises("bad argument #1 to 'update_job_status' " .. pat, c.update_job_status, c, case[1], "canceled")
