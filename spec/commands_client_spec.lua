@@ -54,19 +54,12 @@ local function new_command(extra)
   return t
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
-
 -- A Command result: a plain table of the 18 fields, times as integers
 -- (Lua 5.3+), equal to what the stub now stores.
 local function assert_command(c)
   assert.is_table(c)
   assert.is_nil(getmetatable(c))
-  assert.same(COMMAND_KEYS, sorted_keys(c))
+  assert.same(COMMAND_KEYS, check.keys(c))
   for _, k in ipairs{ "create_at", "update_at", "delete_at" } do
     if math.type then assert.equal("integer", math.type(c[k]), k) end
   end
@@ -519,7 +512,7 @@ describe("list_command_autocomplete_suggestions (GET .../commands/autocomplete_s
       nil, fx.users.basic.token)
     local by = {}
     for _, s in ipairs(list) do
-      assert.same({ "Complete", "Description", "Hint", "IconData", "Suggestion" }, sorted_keys(s))
+      assert.same({ "Complete", "Description", "Hint", "IconData", "Suggestion" }, check.keys(s))
       by[s.Suggestion] = s
     end
     assert.is_table(by.echo)
@@ -1097,7 +1090,7 @@ describe("rotate_team_tokens", function()
     assert_in_force(rotated)
     local want = { [cmd("C_admin")] = "C_admin", [cmd("C_basic")] = "C_basic", [cmd("C_other")] = "C_other" }
     for i, r in ipairs(rotated) do
-      assert.same({ "id", "token", "trigger" }, sorted_keys(r))
+      assert.same({ "id", "token", "trigger" }, check.keys(r))
       local name = want[r.id]
       assert.equal(fx.commands[name].trigger, r.trigger)
       assert.are_not.equal(fx.commands[name].token, r.token)

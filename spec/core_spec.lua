@@ -13,7 +13,7 @@ local files = require "support.files"
 local child = require "support.child"
 local rawserver = require "support.rawserver"
 
-local raises = check.raises
+local raises, keys = check.raises, check.keys
 local unpack = table.unpack or unpack
 local fx, AUTH
 local URL = stub.url
@@ -27,13 +27,6 @@ local function new(opts)
   opts = opts or {}
   opts.headers = opts.headers or { AUTH }
   return core.new(opts)
-end
-
-local function keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
 end
 
 local timed = clients.timed

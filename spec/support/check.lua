@@ -1,4 +1,4 @@
--- Assertions shared by the client specs.
+-- Assertions shared by the client specs, and what they compare with.
 local assert = require "luassert" -- busted gives it to specs only, not to modules
 
 local M = {}
@@ -9,6 +9,14 @@ function M.raises(pattern, f, ...)
   assert.is_false(ok, "expected an error matching " .. pattern)
   assert.is_string(msg)
   assert.matches(pattern, msg)
+end
+
+-- The keys of table t, sorted: a result's fields, for assert.same.
+function M.keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
 end
 
 local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
