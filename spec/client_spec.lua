@@ -7,9 +7,8 @@ local clients = require "support.client"
 local check = require "support.check"
 local bad_values = require "support.bad_values"
 
-local raises, assert_http_error = check.raises, check.http_error
+local raises, assert_http_error, ALPHABET = check.raises, check.http_error, check.ALPHABET
 
-local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
 
 local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN

@@ -19,7 +19,8 @@ function M.keys(t)
   return out
 end
 
-local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
+-- A string of Mattermost's id alphabet only (model.NewId's base32).
+M.ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 
 -- err must be an `mm` error of kind "http" with this status and (when
 -- given) Mattermost error id and message; an AppError's request_id is a
@@ -33,7 +34,7 @@ function M.http_error(err, status, id, message)
   assert.equal(id, err.id)
   if id then assert.equal(status, err.status_code) end
   if id and id ~= "api.context.404.app_error" then
-    assert.matches(ALPHABET, err.request_id)
+    assert.matches(M.ALPHABET, err.request_id)
     assert.equal(26, #err.request_id)
   end
   if message then assert.equal(message, err.message) end
