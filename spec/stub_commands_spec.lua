@@ -27,7 +27,7 @@ local function channel(name) return fx.channels[name].id end
 local function user(name) return fx.users[name].id end
 
 -- +own / +others: the role toggles of §6, on team_user.
-local function grant(...) config({ grant = { role = "team_user", permissions = { ... } } }) end
+local function grant(...) stub.grant("team_user", { ... }) end
 
 -- POST /api/v4/commands with the JSON of `tbl`.
 local function create(as, tbl) return call("POST", "/api/v4/commands", { as = as, body = cjson.encode(tbl) }) end

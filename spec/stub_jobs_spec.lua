@@ -456,7 +456,7 @@ describe("job downloads through the fault modes #faults", function()
     local conn = assert(rawhttp.connect(S.URL, timeout))
     local t0 = socket.gettime()
     local r, err = conn:request({ method = "GET", path = "/__fault/" .. mode .. "/api/v4/jobs/" .. id .. "/download",
-                                  headers = { { "Authorization", "Bearer " .. S.fx.users.sysadmin.token } } })
+                                  headers = S.auth("sysadmin") })
     conn:close()
     return r, err, socket.gettime() - t0
   end
