@@ -80,6 +80,14 @@ function M.assert_error(r, status, id, message, detail)
   return gmsg
 end
 
+--- Assert ReturnStatusOK's answer: 200, JSON, {"status":"OK"} upper-case
+-- with no trailing newline (families §1.3).
+function M.assert_status_ok(r)
+  assert.are.equal(200, r.status, r.body)
+  assert.are.equal("application/json", r.h["content-type"])
+  assert.are.equal('{"status":"OK"}', r.body)
+end
+
 --- Assert the router's catch-all 404 for `path` (api-contract.md §1.1).
 function M.assert_404_route(r, path)
   assert.are.equal(404, r.status)
