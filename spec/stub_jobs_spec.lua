@@ -5,6 +5,7 @@
 local rawhttp = require "support.rawhttp"
 local S = require "support.stubapi"
 local pattern = require "support.export_pattern"
+local files = require "support.files"
 local cjson = require "cjson"
 local mime = require "mime"
 local socket = require "socket"
@@ -522,14 +523,6 @@ end)
 describe("control API: jobs", function()
   local PREFIX = assert(os.getenv("MM_STUB_PREFIX"))
 
-  local function file_size(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local size = f:seek("end")
-    f:close()
-    return size
-  end
-
   it("GET /__stub/fixtures: J1-J11 with fixed NewId-shaped ids, oldest first, as the contract lists them", function()
     local want = {
       { "active_users", "pending" }, { "active_users", "in_progress" }, { "active_users", "success" },
@@ -557,7 +550,7 @@ describe("control API: jobs", function()
     assert.are.equal("export/" .. J(6).id .. ".zip", f.path)
     assert.is_truthy(f.sha256:match("^" .. ("%x"):rep(64) .. "$"))
     assert.are.equal(f.size, #mime.unb64(f.base64))
-    assert.are.equal(f.size, file_size(PREFIX .. "/files/" .. f.path))
+    assert.are.equal(f.size, files.size(PREFIX .. "/files/" .. f.path))
     assert.is_nil(J(8).file)
   end)
 
@@ -595,7 +588,7 @@ describe("control API: jobs", function()
     assert.are.same({ is_downloadable = "true" }, out.job.data)
     local f = out.file
     assert.are.same({ "export/" .. out.job.id .. ".zip", size, "pattern" }, { f.path, f.size, f.content })
-    assert.are.equal(size, file_size(PREFIX .. "/files/" .. f.path))
+    assert.are.equal(size, files.size(PREFIX .. "/files/" .. f.path))
     local d = download(out.job.id)
     assert.are.equal(200, d.status)
     assert.are.equal(size, #d.body)
@@ -622,7 +615,7 @@ describe("control API: jobs", function()
     local size = 5 * 1024 ^ 3 + 1
     local r, out = store({ file = { size = size, content = "zeros" } })
     assert.are.equal(200, r.status, r.body)
-    assert.are.equal(size, file_size(PREFIX .. "/files/" .. out.file.path))
+    assert.are.equal(size, files.size(PREFIX .. "/files/" .. out.file.path))
     local d = download(out.job.id, "sysadmin", { { "Range", "bytes=-10" } })
     assert.are.equal(206, d.status)
     assert.are.equal(("bytes %d-%d/%d"):format(size - 10, size - 1, size), d.h["content-range"])
@@ -649,17 +642,17 @@ describe("control API: jobs", function()
   it("DELETE /__stub/jobs empties the store and removes generated files; reset restores the fixtures", function()
     local _, out = store({ file = { size = 5000 } })
     local path = PREFIX .. "/files/" .. out.file.path
-    assert.are.equal(5000, file_size(path))
+    assert.are.equal(5000, files.size(path))
     control("DELETE", "/__stub/jobs")
-    assert.is_nil(file_size(path))
+    assert.is_nil(files.size(path))
     assert.are.same({}, control("GET", "/__stub/jobs"))
     assert_error(call("GET", "/api/v4/jobs/" .. J(1).id, { as = "sysadmin" }), 404, "app.job.get.app_error")
     -- fixture files belong to the file store, not the job store
-    assert.are.equal(J(6).file.size, file_size(PREFIX .. "/files/" .. J(6).file.path))
+    assert.are.equal(J(6).file.size, files.size(PREFIX .. "/files/" .. J(6).file.path))
     _, out = store({ file = { size = 5000 } })
     path = PREFIX .. "/files/" .. out.file.path
     S.reset()
-    assert.is_nil(file_size(path))
+    assert.is_nil(files.size(path))
     assert.are.equal(11, #control("GET", "/__stub/jobs"))
     assert.are.equal("pending", job_now(J(1).id).status)
   end)
