@@ -220,17 +220,9 @@ end
 
 -- POST /api/v4/jobs (api-contract.md §2.2)
 local function create_job(ctx, session)
-  if ngx.ctx.body_refused then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local body = api.body()
-  -- json.Decoder reads at most BODY_LIMIT bytes; a value that needs more is
-  -- the MaxBytesReader error -> 413, anything else that fails is 400.
-  local node, err = json.decode_first(body:sub(1, BODY_LIMIT))
-  if not node and err == "eof" and #body > BODY_LIMIT then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local req = node and json.to_job(node)
+  local node, err = api.decode_body(ctx, "job")
+  if not node then return err end
+  local req = json.to_job(node)
   if not req then
     return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "job")
   end
