@@ -52,6 +52,9 @@ for _, row in ipairs({
 }) do
   READ_PERM[row[1]], CREATE_PERM[row[1]], MANAGE_PERM[row[1]] = row[2], row[3], row[4]
 end
+-- Downloads (families §2.4): message_export jobs only, 400 for any other
+-- type, with a permission of their own.
+local DOWNLOAD_PERM = { message_export = "download_compliance_export_result" }
 -- Types with a worker in every build (api-contract.md §2.3); `cloud` has
 -- the same permissions but never a worker; the rest of CREATE_PERM have one
 -- only with the enterprise job interface.
@@ -96,6 +99,26 @@ local function bad_job_id(ctx, id)
 end
 
 local function not_found(ctx) return app_error(ctx, 404, "app.job.get.app_error", "") end
+
+-- The permission check of every route that names a job type: the type's
+-- entry in `perms` (a column of the permission tables), 400 `no_entry`
+-- when it has none, else 403 when the session lacks it. Returns that error
+-- response, or nil when the session may go on.
+local function type_denied(ctx, session, perms, job_type, no_entry)
+  local perm = perms[job_type]
+  if not perm then return app_error(ctx, 400, no_entry, "") end
+  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+end
+
+-- The stored job `id` of a route on one job, checked as type_denied does
+-- with `perms` and `no_entry`: the job, or nil and the 404 or that error.
+local function permitted_job(ctx, session, id, perms, no_entry)
+  local job = state.get_job(id)
+  if not job then return nil, not_found(ctx) end
+  local denied = type_denied(ctx, session, perms, job.type, no_entry)
+  if denied then return nil, denied end
+  return job
+end
 
 -- r.URL.Query().Get(name): the first value, "" if absent (ngx gives `true`
 -- for a key without "=").
@@ -226,11 +249,9 @@ local function create_job(ctx, session)
   if not req then
     return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "job")
   end
-  local perm = CREATE_PERM[req.type]
-  if not perm then -- 400 before 403 (§2.2 step 3)
-    return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "")
-  end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  -- 400 before 403 (§2.2 step 3)
+  local denied = type_denied(ctx, session, CREATE_PERM, req.type, "api.job.unable_to_create_job.incorrect_job_type")
+  if denied then return denied end
   local job = {
     id = state.new_id(), type = req.type, priority = 0, create_at = state.now_ms(),
     start_at = 0, last_activity_at = 0, status = "pending", progress = 0, data = req.data,
@@ -254,9 +275,8 @@ local function get_jobs(ctx, session)
       -- access_control_sync is readable but not in AllJobTypes: 400 here *(inferred)*
       return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_type")
     end
-    local perm = READ_PERM[job_type]
-    if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-    if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+    local denied = type_denied(ctx, session, READ_PERM, job_type, "api.job.retrieve.nopermissions")
+    if denied then return denied end
     types[job_type] = true
   else
     -- every readable type; those without a read permission are skipped
@@ -286,9 +306,9 @@ local function get_jobs_by_type(ctx, session, job_type)
   if #job_type > 32 then -- RequireJobType ("" cannot match the route)
     return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_type")
   end
-  local perm = READ_PERM[job_type] -- not checked against AllJobTypes
-  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  -- not checked against AllJobTypes
+  local denied = type_denied(ctx, session, READ_PERM, job_type, "api.job.retrieve.nopermissions")
+  if denied then return denied end
   local page, per_page = paging(ngx.req.get_uri_args(0))
   return api.reply(ctx, 200, job_list(select_jobs({ [job_type] = true }, nil, page, per_page), "[]"))
 end
@@ -297,11 +317,8 @@ end
 local function get_job(ctx, session, id)
   local bad = bad_job_id(ctx, id)
   if bad then return bad end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  local perm = READ_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, READ_PERM, "api.job.retrieve.nopermissions")
+  if not job then return err end
   return job_response(ctx, 200, M.advance_job(job))
 end
 
@@ -340,14 +357,8 @@ local function download_job(ctx, session, id)
   if not ctx.cfg.download_export_results then -- before the lookup and any permission
     return app_error(ctx, 501, "app.job.download_export_results_not_enabled", "")
   end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  if job.type ~= "message_export" then -- no permission check for other types
-    return app_error(ctx, 400, "api.job.unable_to_download_job.incorrect_job_type", "")
-  end
-  if not state.has_permission(session, "download_compliance_export_result") then
-    return permission_error(ctx, session, "download_compliance_export_result")
-  end
+  local job, err = permitted_job(ctx, session, id, DOWNLOAD_PERM, "api.job.unable_to_download_job.incorrect_job_type")
+  if not job then return err end
   local data = job.data or {}
   if not TRUE[data.is_downloadable or ""] then
     return app_error(ctx, 400, "api.job.unable_to_download_job", "")
@@ -384,12 +395,9 @@ end
 local function cancel_job(ctx, session, id)
   local bad = bad_job_id(ctx, id)
   if bad then return bad end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
   -- "if permission to create, permission to cancel"
-  local perm = CREATE_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, CREATE_PERM, "api.job.unable_to_create_job.incorrect_job_type")
+  if not job then return err end
   if not request_cancellation(job) then return cancel_failed(ctx, job) end
   return status_ok(ctx)
 end
@@ -423,11 +431,8 @@ local function update_job_status(ctx, session, id)
   end
   local status = status_node.value
   local force = force_node and force_node.kind == "bool" and force_node.value -- "true" counts as false
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  local perm = MANAGE_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.unable_to_manage_job.incorrect_job_type", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, MANAGE_PERM, "api.job.unable_to_manage_job.incorrect_job_type")
+  if not job then return err end
   if not force and not (TRANSITIONS[job.status] or {})[status] then
     return app_error(ctx, 400, "api.job.status.invalid", "")
   end
