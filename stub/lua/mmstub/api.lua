@@ -122,6 +122,10 @@ function M.reply(ctx, status, body)
   return response(status, body, copy_headers(ctx.headers))
 end
 
+--- ReturnStatusOK: {"status":"OK"}, upper-case, no trailing newline
+-- (api-contract-families.md §1.3).
+function M.status_ok(ctx) return M.reply(ctx, 200, '{"status":"OK"}') end
+
 --- handleContextError: AppError JSON, no trailing newline; detailed_error
 -- wiped unless EnableDeveloper (§1.4). `params` fills the message's
 -- {{.Key}} placeholders: a string is {{.Name}}, a table maps keys.

@@ -144,8 +144,6 @@ local function command_reply(ctx, status, c)
   return api.reply(ctx, status, json.command(c) .. "\n") -- json.NewEncoder: trailing newline (§1.3)
 end
 
-local function status_ok(ctx) return api.reply(ctx, 200, '{"status":"OK"}') end -- ReturnStatusOK, no newline
-
 local function duplicate(ctx) return app_error(ctx, 400, "api.command.duplicate_trigger.app_error", "") end
 
 -- ---------------------------------------------------------------- create
@@ -358,7 +356,7 @@ local function delete_command(ctx, session, id)
   c.delete_at = state.now_ms()
   c.update_at = c.delete_at
   state.save_command(c)
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- PUT /api/v4/commands/{command_id}/move (§3.9): the destination first.
@@ -387,7 +385,7 @@ local function move_command(ctx, session, id)
   c.team_id = team.id
   c.update_at = state.now_ms()
   state.save_command(c)
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- PUT /api/v4/commands/{command_id}/regen_token (api-contract.md §3.2)

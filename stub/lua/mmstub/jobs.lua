@@ -89,9 +89,6 @@ local function job_response(ctx, status, job)
   return api.reply(ctx, status, json.job(job) .. "\n")
 end
 
--- ReturnStatusOK: upper-case, no trailing newline (families §1.3)
-local function status_ok(ctx) return api.reply(ctx, 200, '{"status":"OK"}') end
-
 -- RequireJobId: IsValidId (26 letters or digits; the route admits ASCII
 -- alphanumerics only), else 400.
 local function bad_job_id(ctx, id)
@@ -399,7 +396,7 @@ local function cancel_job(ctx, session, id)
   local job, err = permitted_job(ctx, session, id, CREATE_PERM, "api.job.unable_to_create_job.incorrect_job_type")
   if not job then return err end
   if not request_cancellation(job) then return cancel_failed(ctx, job) end
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- model.Job.IsValidStatusChange
@@ -444,7 +441,7 @@ local function update_job_status(ctx, session, id)
   else
     return app_error(ctx, 500, "app.job.update_status.app_error", "")
   end
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- ---------------------------------------------------------------- control (/__stub/jobs)
