@@ -272,9 +272,10 @@ function M.decode_body(ctx, name)
 end
 
 --- r.URL.Query().Get(name): the first value, "" when absent (also for a
--- bare `?name`).
-function M.query(name)
-  local v = ngx.req.get_uri_args(100)[name]
+-- bare `?name`, which ngx gives as `true`). `args` is a table of
+-- ngx.req.get_uri_args (default: of its first 100 arguments).
+function M.query(name, args)
+  local v = (args or ngx.req.get_uri_args(100))[name]
   if type(v) == "table" then v = v[1] end
   return type(v) == "string" and v or ""
 end

@@ -117,14 +117,6 @@ local function permitted_job(ctx, session, id, perms, no_entry)
   return job
 end
 
--- r.URL.Query().Get(name): the first value, "" if absent (ngx gives `true`
--- for a key without "=").
-local function query(args, name)
-  local v = args[name]
-  if type(v) == "table" then v = v[1] end
-  return type(v) == "string" and v or ""
-end
-
 -- strconv.Atoi: optional sign, decimal digits, within int64; nil otherwise.
 local function atoi(s)
   local sign, digits = s:match("^([+-]?)(%d+)$")
@@ -140,9 +132,9 @@ end
 -- per_page falls back to the legacy pageSize, bad or negative -> 60,
 -- capped at 200.
 local function paging(args)
-  local page = atoi(query(args, "page"))
+  local page = atoi(api.query("page", args))
   if not page or page < 0 then page = 0 end
-  local per_page = atoi(query(args, "per_page")) or atoi(query(args, "pageSize"))
+  local per_page = atoi(api.query("per_page", args)) or atoi(api.query("pageSize", args))
   if not per_page or per_page < 0 then per_page = 60 elseif per_page > 200 then per_page = 200 end
   return page, per_page
 end
@@ -265,7 +257,7 @@ end
 -- GET /api/v4/jobs (families §2.2)
 local function get_jobs(ctx, session)
   local args = ngx.req.get_uri_args(0)
-  local job_type = query(args, "job_type")
+  local job_type = api.query("job_type", args)
   local types = {}
   if job_type ~= "" then
     if not ALL_JOB_TYPES[job_type] then
@@ -284,7 +276,7 @@ local function get_jobs(ctx, session)
     end
     if not any then return permission_error(ctx, session, "") end -- no permission named
   end
-  local status = query(args, "status")
+  local status = api.query("status", args)
   if status ~= "" and not STATUSES[status] then
     -- The server sets this error but does not return, so it writes the
     -- list and then the error: `[]{...}` (families §2.2.1, inferred). The
