@@ -271,6 +271,12 @@ function M.decode_body(ctx, name)
   return nil, app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", name)
 end
 
+local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
+
+--- strconv.ParseBool as the handlers use it: true for its true values,
+-- false for anything else (its error counts as false).
+function M.parse_bool(s) return TRUE[s] == true end
+
 --- r.URL.Query().Get(name): the first value, "" when absent (also for a
 -- bare `?name`, which ngx gives as `true`). `args` is a table of
 -- ngx.req.get_uri_args (default: of its first 100 arguments).

@@ -231,12 +231,9 @@ local function all_commands(ctx, team_id, creator_id)
   return out
 end
 
--- strconv.ParseBool; an error counts as false (listCommands ignores it).
-local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
-
 -- GET /api/v4/commands (§3.3)
 local function list_commands(ctx, session)
-  local custom_only = TRUE[api.query("custom_only")] == true
+  local custom_only = api.parse_bool(api.query("custom_only")) -- listCommands ignores ParseBool's error
   local team_id = api.query("team_id")
   if team_id == "" then -- reported as a body parameter (§1.4)
     return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "team_id")

@@ -311,9 +311,6 @@ local function get_job(ctx, session, id)
   return job_response(ctx, 200, M.advance_job(job))
 end
 
--- strconv.ParseBool's true values
-local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
-
 -- path.Base
 local function path_base(p)
   if p == "" then return "." end
@@ -349,7 +346,7 @@ local function download_job(ctx, session, id)
   local job, err = permitted_job(ctx, session, id, DOWNLOAD_PERM, "api.job.unable_to_download_job.incorrect_job_type")
   if not job then return err end
   local data = job.data or {}
-  if not TRUE[data.is_downloadable or ""] then
+  if not api.parse_bool(data.is_downloadable) then
     return app_error(ctx, 400, "api.job.unable_to_download_job", "")
   end
   local dir = data.export_dir
