@@ -271,6 +271,18 @@ function M.decode_body(ctx, name)
   return nil, app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", name)
 end
 
+--- strconv.Atoi: an optional sign and decimal digits, within int64; the
+-- number, or nil.
+function M.atoi(s)
+  local sign, digits = s:match("^([+-]?)(%d+)$")
+  if not digits then return nil end
+  digits = digits:gsub("^0+(%d)", "%1")
+  local limit = sign == "-" and "9223372036854775808" or "9223372036854775807"
+  if #digits > 19 or (#digits == 19 and digits > limit) then return nil end
+  local n = tonumber(digits)
+  return sign == "-" and -n or n
+end
+
 local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
 
 --- strconv.ParseBool as the handlers use it: true for its true values,

@@ -9,7 +9,7 @@ local files = require "mmstub.files"
 
 local M = {}
 
-local app_error, permission_error = api.app_error, api.permission_error
+local app_error, permission_error, atoi = api.app_error, api.permission_error, api.atoi
 local BODY_LIMIT = api.BODY_LIMIT
 
 -- English messages *(fork only: i18n/en.json)*.
@@ -115,17 +115,6 @@ local function permitted_job(ctx, session, id, perms, no_entry)
   local denied = type_denied(ctx, session, perms, job.type, no_entry)
   if denied then return nil, denied end
   return job
-end
-
--- strconv.Atoi: optional sign, decimal digits, within int64; nil otherwise.
-local function atoi(s)
-  local sign, digits = s:match("^([+-]?)(%d+)$")
-  if not digits then return nil end
-  digits = digits:gsub("^0+(%d)", "%1")
-  local limit = sign == "-" and "9223372036854775808" or "9223372036854775807"
-  if #digits > 19 or (#digits == 19 and digits > limit) then return nil end
-  local n = tonumber(digits)
-  return sign == "-" and -n or n
 end
 
 -- Params page / per_page (families §1.2): bad or negative page -> 0;
