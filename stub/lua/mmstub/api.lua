@@ -168,12 +168,17 @@ local function rate_limit(rl)
   return h, limited
 end
 
---- The real server's plain-text 429 (http.Error), not an AppError (§1.3).
-function M.too_many(headers)
+--- http.Error: a plain-text answer, not an AppError; its two headers are
+-- added to `headers` (default none).
+function M.plain_error(status, body, headers)
+  headers = headers or {}
   headers[#headers + 1] = { "Content-Type", "text/plain; charset=utf-8" }
   headers[#headers + 1] = { "X-Content-Type-Options", "nosniff" }
-  return response(429, "limit exceeded\n", headers)
+  return response(status, body, headers)
 end
+
+--- The real server's plain-text 429 (http.Error), not an AppError (§1.3).
+function M.too_many(headers) return M.plain_error(429, "limit exceeded\n", headers) end
 
 -- ---------------------------------------------------------------- authentication
 
