@@ -135,6 +135,16 @@ local function may_manage(ctx, session, c)
   end
 end
 
+--- The live command `id`, if the session may manage it (may_manage): the
+-- command, or nil and the 404 or may_manage's error.
+local function managed_command(ctx, session, id)
+  local c = live_command(ctx, id)
+  if not c then return nil, not_found(ctx) end
+  local err = may_manage(ctx, session, c)
+  if err then return nil, err end
+  return c
+end
+
 local function store_error(ctx, c)
   local bad = M.invalid(c)
   if bad then return app_error(ctx, 400, bad, "") end
@@ -346,10 +356,8 @@ end
 -- DELETE /api/v4/commands/{command_id} (§3.8): a soft delete.
 local function delete_command(ctx, session, id)
   if not state.is_valid_id(id) then return bad_command_id(ctx) end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  local err = may_manage(ctx, session, c)
-  if err then return err end
+  local c, err = managed_command(ctx, session, id)
+  if not c then return err end
   c.delete_at = state.now_ms()
   c.update_at = c.delete_at
   state.save_command(c)
@@ -368,10 +376,9 @@ local function move_command(ctx, session, id)
   if not team_perm(session, team.id, "manage_own_slash_commands") then
     return permission_error(ctx, session, "manage_own_slash_commands")
   end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  err = may_manage(ctx, session, c)
-  if err then return err end
+  local c
+  c, err = managed_command(ctx, session, id)
+  if not c then return err end
   -- HasPermissionToTeam for the creator: team roles, then system roles
   local creator = state.user(c.creator_id)
   if not creator or not team_perm(creator, team.id, "manage_own_slash_commands") then
@@ -388,10 +395,8 @@ end
 -- PUT /api/v4/commands/{command_id}/regen_token (api-contract.md §3.2)
 local function regen_token(ctx, session, id)
   if not state.is_valid_id(id) then return bad_command_id(ctx) end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  local err = may_manage(ctx, session, c)
-  if err then return err end
+  local c, err = managed_command(ctx, session, id)
+  if not c then return err end
   c.token = state.new_id()
   c.update_at = state.now_ms() -- the store's Update
   state.save_command(c)
