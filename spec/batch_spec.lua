@@ -3,30 +3,17 @@
 local mm = require "mm"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local raises = require("support.check").raises
 
-local fx
-local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe"
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
-local function client(opts)
-  opts = opts or {}
-  opts.url = opts.url or stub.url
-  opts.token = opts.token or fx.users.sysadmin.token
-  if opts.retries == nil then opts.retries = 0 end
-  return mm.new(opts)
-end
-
-local function cmd(name) return fx.commands[name].id end
-
-before_each(function()
-  stub.reset()
-  fx = fx or stub.fixtures()
-end)
+before_each(stub.reset)
 
 describe("regen_tokens", function()
   it("returns tokens and errors in input order; one failure fails nothing else", function()
     local ids = { cmd("C_admin"), cmd("C_deleted"), cmd("C_other"), UNKNOWN, cmd("C_basic") }
-    local results, failed = client():regen_tokens(ids, { concurrency = 3 })
+    local results, failed = clients.new():regen_tokens(ids, { concurrency = 3 })
     assert.equal(5, #results)
     assert.equal(2, failed)
     for _, i in ipairs{ 1, 3, 5 } do
@@ -48,14 +35,14 @@ describe("regen_tokens", function()
   end)
 
   it("an empty list is an empty result, with nothing sent", function()
-    local results, failed = client():regen_tokens({})
+    local results, failed = clients.new():regen_tokens({})
     assert.same({}, results)
     assert.equal(0, failed)
     assert.same({}, stub.requests())
   end)
 
   it("retries what is retryable, per request, and reports attempts", function()
-    local c = client{ url = stub.url .. "/__fault/flaky503:1", retries = 1, max_retry_wait = 0.01 }
+    local c = clients.fault("flaky503:1", "sysadmin", { retries = 1, max_retry_wait = 0.01 })
     local ids = { cmd("C_admin"), cmd("C_other"), cmd("C_basic") }
     local results, failed = c:regen_tokens(ids, { concurrency = 2 })
     assert.equal(0, failed)
@@ -68,7 +55,7 @@ end)
 describe("create_jobs", function()
   it("creates the jobs in order and returns errors in place", function()
     local list = { { type = "active_users" }, { type = "no_such_type" }, { type = "expiry_notify", data = { a = 1 } } }
-    local jobs, failed = client():create_jobs(list, { concurrency = 2 })
+    local jobs, failed = clients.new():create_jobs(list, { concurrency = 2 })
     assert.equal(1, failed)
     assert.equal("active_users", jobs[1].type)
     assert.equal("pending", jobs[1].status)
@@ -80,7 +67,7 @@ describe("create_jobs", function()
   end)
 
   it("never retries a POST that reached the server", function()
-    local c = client{ url = stub.url .. "/__fault/flaky503:1", retries = 3, max_retry_wait = 0.01 }
+    local c = clients.fault("flaky503:1", "sysadmin", { retries = 3, max_retry_wait = 0.01 })
     -- one at a time: the stub fails the first POST to /api/v4/jobs only
     local jobs, failed = c:create_jobs({ { type = "active_users" }, { type = "active_users" } }, { concurrency = 1 })
     assert.equal(1, failed)
@@ -93,7 +80,7 @@ end)
 
 describe("batch", function()
   it("mixes operations and keeps the order", function()
-    local c = client()
+    local c = clients.new()
     local job = assert(c:create_job{ type = "active_users" })
     local results, failed = c:batch({
       { "get_job", job.id }, { "regen_token", cmd("C_admin") }, { "create_job", { type = "active_users" } },
@@ -110,7 +97,7 @@ describe("batch", function()
     local seen = {}
     local ids = {}
     for i = 1, 10 do ids[i] = cmd(i % 2 == 0 and "C_admin" or "C_other") end
-    client():regen_tokens(ids, { concurrency = 4, on_progress = function(done, total)
+    clients.new():regen_tokens(ids, { concurrency = 4, on_progress = function(done, total)
       seen[#seen + 1] = { done, total }
     end })
     assert.equal(10, #seen)
@@ -118,7 +105,7 @@ describe("batch", function()
   end)
 
   it("an error in on_progress propagates, and the client stays usable", function()
-    local c = client()
+    local c = clients.new()
     local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other") }, {
       concurrency = 1, on_progress = function() error("stop here") end,
     })
@@ -132,7 +119,7 @@ end)
 
 describe("using the client from its own on_progress", function()
   it("a single call from the callback joins the batch's transfers", function()
-    local c = client()
+    local c = clients.new()
     local seen = {}
     local results, failed = c:regen_tokens({ cmd("C_admin"), cmd("C_other"), cmd("C_basic") }, {
       concurrency = 2, on_progress = function() local _, e = c:get_job(UNKNOWN); seen[#seen + 1] = e.status end,
@@ -144,7 +131,7 @@ describe("using the client from its own on_progress", function()
   end)
 
   it("a batch from the callback of another raises a clear error; the client stays usable", function()
-    local c = client()
+    local c = clients.new()
     local ok, msg = pcall(c.regen_tokens, c, { cmd("C_admin"), cmd("C_other") }, {
       on_progress = function() c:regen_tokens({ cmd("C_basic") }) end,
     })
@@ -155,7 +142,7 @@ describe("using the client from its own on_progress", function()
   end)
 
   it("close() from on_progress takes effect when the transfers end", function()
-    local c = client()
+    local c = clients.new()
     local ids = {}
     for i = 1, 6 do ids[i] = cmd("C_admin") end
     local results = c:regen_tokens(ids, { concurrency = 2, on_progress = function(done)
@@ -171,7 +158,7 @@ end)
 
 describe("concurrency and connections", function()
   it("keeps the concurrency limit: never more connections, rounds take their time", function()
-    local c = client{ url = stub.url .. "/__fault/slow_headers:0.25" }
+    local c = clients.fault("slow_headers:0.25")
     local ids = {}
     for i = 1, 12 do ids[i] = cmd("C_admin") end
     local t0 = socket.gettime()
@@ -184,7 +171,7 @@ describe("concurrency and connections", function()
   end)
 
   it("runs calls at once up to the limit", function()
-    local c = client{ url = stub.url .. "/__fault/slow_headers:0.3" }
+    local c = clients.fault("slow_headers:0.3")
     local ids = {}
     for i = 1, 16 do ids[i] = cmd("C_admin") end
     local t0 = socket.gettime()
@@ -195,7 +182,7 @@ describe("concurrency and connections", function()
   end)
 
   it("reuses connections across batches and single calls", function()
-    local c = client()
+    local c = clients.new()
     local ids = {}
     for i = 1, 40 do ids[i] = cmd("C_admin") end
     c:regen_tokens(ids, { concurrency = 4 })
@@ -211,7 +198,7 @@ describe("concurrency and connections", function()
   it("keeps every connection of a wide batch for the next one", function()
     -- libcurl alone keeps 4 idle connections per transfer still added:
     -- as a batch winds down it would close most, and the next reconnect
-    local c = client()
+    local c = clients.new()
     local ids = {}
     for i = 1, 16 do ids[i] = cmd("C_admin") end
     for _ = 1, 3 do assert.equal(0, select(2, c:regen_tokens(ids, { concurrency = 16 }))) end
@@ -221,7 +208,7 @@ end)
 
 describe("batch arguments raise and send nothing", function()
   it("checks every item before sending any", function()
-    local c = client()
+    local c = clients.new()
     raises("bad argument #1 to 'regen_tokens' %(item #3: id must be 26 characters, got 4%)",
       c.regen_tokens, c, { cmd("C_admin"), cmd("C_other"), "1234" })
     raises("bad argument #1 to 'create_jobs' %(item #2: field 'type' must be a non%-empty string%)",
@@ -232,7 +219,7 @@ describe("batch arguments raise and send nothing", function()
   end)
 
   it("checks the options", function()
-    local c = client()
+    local c = clients.new()
     local ids = { cmd("C_admin") }
     raises("bad argument #2 to 'regen_tokens' %(unknown option 'concurency'%)", c.regen_tokens, c, ids,
       { concurency = 2 })

@@ -4,22 +4,21 @@
 local mm = require "mm"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local child = require("support.child").run
 
 local fx
 local CMD_PATH
 
+-- A sysadmin client behind fault mode `mode`, with a 5 s timeout unless
+-- `opts` says otherwise: a mode that hangs fails its case quickly.
 local function fault(mode, opts)
   opts = opts or {}
-  opts.url = stub.url .. "/__fault/" .. mode
-  opts.token = opts.token or fx.users.sysadmin.token
-  if opts.retries == nil then opts.retries = 0 end
   if opts.timeout == nil then opts.timeout = 5 end
-  return mm.new(opts)
+  return clients.fault(mode, "sysadmin", opts)
 end
 
-local function cmd() return fx.commands.C_admin.id end
-
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
 -- How many times the stub saw a request whose path ends with `suffix`.
 local function seen(suffix)
@@ -30,22 +29,18 @@ local function seen(suffix)
   return n
 end
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
-  CMD_PATH = "/commands/" .. cmd() .. "/regen_token"
+  fx = clients.fixtures()
+  CMD_PATH = "/commands/" .. cmd("C_admin") .. "/regen_token"
 end)
 
 describe("#faults timeouts", function()
   it("a body slower than the timeout fails with kind 'timeout', quickly", function()
     local c = fault("slow_body:5", { timeout = 0.5 })
-    local token, err, dt = timed(function() return c:regen_token(cmd()) end)
+    local dt, token, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     assert.is_nil(token)
     assert.equal("timeout", err.kind)
     assert.equal(28, err.curl_code)
@@ -53,16 +48,18 @@ describe("#faults timeouts", function()
   end)
 
   it("headers slower than the timeout fail with kind 'timeout'", function()
-    local _, err, dt = timed(function() return fault("slow_headers:5", { timeout = 0.5 }):regen_token(cmd()) end)
+    local dt, _, err = timed(function()
+      return fault("slow_headers:5", { timeout = 0.5 }):regen_token(cmd("C_admin"))
+    end)
     assert.equal("timeout", err.kind)
     assert.is_true(dt < 2, "took " .. dt)
   end)
 
   it("a timeout leaves the client usable for the next call", function()
     local c = fault("flaky_slow:1", { timeout = 0.5 })
-    local _, err = c:regen_token(cmd())
+    local _, err = c:regen_token(cmd("C_admin"))
     assert.equal("timeout", err.kind)
-    local token = assert(c:regen_token(cmd()))
+    local token = assert(c:regen_token(cmd("C_admin")))
     assert.equal(26, #token)
   end)
 
@@ -71,7 +68,7 @@ describe("#faults timeouts", function()
     local c = fault("flaky_slow:1", { timeout = 0.5, retries = 2, max_retry_wait = 0.01 })
     -- the GET times out, is retried (idempotent) on a new connection and
     -- answered: that connection is kept alive for the POST
-    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = c:get_job(UNKNOWN)
     assert.equal(404, err.status)
     assert.equal(2, err.attempts)
     local job
@@ -83,7 +80,9 @@ describe("#faults timeouts", function()
   end)
 
   it("a timeout below a millisecond is still a timeout, not none", function()
-    local _, err, dt = timed(function() return fault("slow_headers:2", { timeout = 0.0004 }):regen_token(cmd()) end)
+    local dt, _, err = timed(function()
+      return fault("slow_headers:2", { timeout = 0.0004 }):regen_token(cmd("C_admin"))
+    end)
     -- 1 ms: on a slow machine (valgrind) even the connection may not be up by then
     assert.is_true(err.kind == "timeout" or err.kind == "connect_timeout", err.kind)
     assert.is_true(dt < 1, "took " .. dt)
@@ -103,7 +102,7 @@ describe("#faults timeouts", function()
       fillers[i]:connect("127.0.0.1", port)
     end
     local c = mm.new{ url = "http://127.0.0.1:" .. port, token = "x", connect_timeout = 0.3, retries = 0 }
-    local _, err, dt = timed(function() return c:regen_token(cmd()) end)
+    local dt, _, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     for _, s in ipairs(fillers) do s:close() end
     srv:close()
     assert.equal("connect_timeout", err.kind)
@@ -113,24 +112,24 @@ end)
 
 describe("#faults broken connections and bodies", function()
   it("a connection closed before any byte is kind 'network'", function()
-    local _, err = fault("close_before"):regen_token(cmd())
+    local _, err = fault("close_before"):regen_token(cmd("C_admin"))
     assert.equal("network", err.kind)
     assert.equal(52, err.curl_code) -- CURLE_GOT_NOTHING
   end)
 
   it("a connection closed mid-body is kind 'network'", function()
-    local _, err = fault("close_mid_body"):regen_token(cmd())
+    local _, err = fault("close_mid_body"):regen_token(cmd("C_admin"))
     assert.equal("network", err.kind)
   end)
 
   it("a body shorter than its Content-Length is kind 'network'", function()
-    local _, err = fault("truncated"):regen_token(cmd())
+    local _, err = fault("truncated"):regen_token(cmd("C_admin"))
     assert.equal("network", err.kind)
     assert.equal(18, err.curl_code) -- CURLE_PARTIAL_FILE
   end)
 
   it("200 with invalid JSON is kind 'decode' with the status", function()
-    local token, err = fault("bad_json"):regen_token(cmd())
+    local token, err = fault("bad_json"):regen_token(cmd("C_admin"))
     assert.is_nil(token)
     assert.equal("decode", err.kind)
     assert.equal(200, err.status)
@@ -153,21 +152,21 @@ describe("#faults broken connections and bodies", function()
 
   it("a response larger than max_body is kind 'too_large'; the client stays usable", function()
     local c = fault("huge", { max_body = 1024 * 1024 })
-    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = c:get_job(UNKNOWN)
     assert.equal("too_large", err.kind)
     assert.matches("max_body", err.message)
     -- the default cap (8 MiB) refuses 16 MiB too
-    _, err = fault("huge"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    _, err = fault("huge"):get_job(UNKNOWN)
     assert.equal("too_large", err.kind)
     -- and a larger cap takes it
-    local job = assert(fault("huge", { max_body = 32 * 1024 * 1024 }):get_job("4xp9fdt7pbgium38k8k9kdzdwe"))
+    local job = assert(fault("huge", { max_body = 32 * 1024 * 1024 }):get_job(UNKNOWN))
     assert.is_true(#job.data.pad > 16 * 1024 * 1024 - 1024)
   end)
 end)
 
 describe("#faults retries", function()
   it("503 is retried for the idempotent PUT, and err.attempts counts", function()
-    local _, err = fault("503", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd())
+    local _, err = fault("503", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd("C_admin"))
     assert.equal(503, err.status)
     assert.equal(3, err.attempts)
     assert.equal(3, seen(CMD_PATH))
@@ -175,7 +174,7 @@ describe("#faults retries", function()
   end)
 
   it("a flaky 503 recovers on retry for regen_token", function()
-    local token = assert(fault("flaky503:2", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd()))
+    local token = assert(fault("flaky503:2", { retries = 2, max_retry_wait = 0.05 }):regen_token(cmd("C_admin")))
     assert.equal(26, #token)
     assert.equal(3, seen(CMD_PATH))
   end)
@@ -192,7 +191,7 @@ describe("#faults retries", function()
 
   it("a 429 is sent again on any method once the pause of Retry-After ends, whatever 'retries' says", function()
     local c = fault("flaky429:1", { retries = 0, max_retry_wait = 0.01 })
-    local job, err, dt = timed(function() return c:create_job{ type = "active_users" } end)
+    local dt, job, err = timed(function() return c:create_job{ type = "active_users" } end)
     assert.is_nil(err)
     assert.equal("pending", job.status)
     assert.equal(2, seen("/jobs"))
@@ -201,7 +200,7 @@ describe("#faults retries", function()
 
   it("a 429 that persists past max_rate_wait ends with the 429 and its retry_after", function()
     local c = fault("429", { retries = 0, max_rate_wait = 1.5 })
-    local _, err, dt = timed(function() return c:regen_token(cmd()) end)
+    local dt, _, err = timed(function() return c:regen_token(cmd("C_admin")) end)
     assert.equal(429, err.status)
     assert.equal(1, err.retry_after)
     assert.equal(3, err.attempts) -- at 0, 1 and 2 s: the budget ran out after the pause
@@ -216,12 +215,12 @@ describe("#faults retries", function()
   end)
 
   it("a dropped connection is retried for the idempotent PUT", function()
-    assert(fault("flaky_close:1", { retries = 1, max_retry_wait = 0.01 }):regen_token(cmd()))
+    assert(fault("flaky_close:1", { retries = 1, max_retry_wait = 0.01 }):regen_token(cmd("C_admin")))
     assert.equal(2, seen(CMD_PATH))
   end)
 
   it("retries = 0 turns retries off", function()
-    local _, err = fault("flaky503:1", { retries = 0 }):regen_token(cmd())
+    local _, err = fault("flaky503:1", { retries = 0 }):regen_token(cmd("C_admin"))
     assert.equal(503, err.status)
     assert.equal(1, err.attempts)
   end)
@@ -229,7 +228,7 @@ end)
 
 describe("#faults redirects", function()
   it("a 307 to another host is not followed: the error names the Location", function()
-    local _, err = fault("redirect"):regen_token(cmd())
+    local _, err = fault("redirect"):regen_token(cmd("C_admin"))
     assert.equal("http", err.kind)
     assert.equal(307, err.status)
     local url2 = assert(os.getenv("MM_STUB_URL2"))
@@ -245,8 +244,8 @@ describe("#faults TLS", function()
 
   it("verifies the server by default: a self-signed certificate is kind 'tls'", function()
     if not tls_url then return pending("stub started without TLS") end
-    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, retries = 0 }
-    local _, err = c:regen_token(cmd())
+    local c = clients.new("sysadmin", { url = tls_url })
+    local _, err = c:regen_token(cmd("C_admin"))
     assert.equal("tls", err.kind)
     assert.equal(60, err.curl_code) -- CURLE_PEER_FAILED_VERIFICATION
   end)
@@ -254,7 +253,7 @@ describe("#faults TLS", function()
   it("trusts a certificate given by cafile", function()
     if not tls_url then return pending("stub started without TLS") end
     local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, cafile = cafile }
-    assert.equal(26, #assert(c:regen_token(cmd())))
+    assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
   end)
 
   it("trusts the certificates of a capath directory", function()
@@ -264,7 +263,7 @@ describe("#faults TLS", function()
     -- a hashed CA directory, as `openssl rehash` makes it
     assert(os.execute(("mkdir -p %s && cp %s %s/stub.pem && openssl rehash %s"):format(dir, cafile, dir, dir)))
     local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, capath = dir }
-    local token, err = c:regen_token(cmd())
+    local token, err = c:regen_token(cmd("C_admin"))
     os.execute("rm -rf " .. dir)
     assert.is_nil(err)
     assert.equal(26, #token)
@@ -274,15 +273,15 @@ describe("#faults TLS", function()
     if not tls_url then return pending("stub started without TLS") end
     -- 127.0.0.2 is not in the certificate's subjectAltName
     local url = tls_url:gsub("127%.0%.0%.1", "127.0.0.2")
-    local c = mm.new{ url = url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
-    local _, err = c:regen_token(cmd())
+    local c = clients.new("sysadmin", { url = url, cafile = cafile })
+    local _, err = c:regen_token(cmd("C_admin"))
     assert.equal("tls", err.kind)
   end)
 
   it("insecure = true works and says so loudly in tostring", function()
     if not tls_url then return pending("stub started without TLS") end
     local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, insecure = true }
-    assert(c:regen_token(cmd()))
+    assert(c:regen_token(cmd("C_admin")))
     assert.matches("INSECURE", tostring(c))
   end)
 end)
@@ -291,13 +290,13 @@ describe("#faults proxies", function()
   it("sends requests through the proxy option", function()
     -- The stub's nginx also answers absolute-form proxy requests, so it can
     -- stand in for a proxy: mm.invalid resolves nowhere, yet the call works.
-    local c = mm.new{ url = "http://mm.invalid", token = fx.users.sysadmin.token, proxy = stub.url, retries = 0 }
-    assert.equal(26, #assert(c:regen_token(cmd())))
+    local c = clients.new("sysadmin", { url = "http://mm.invalid", proxy = stub.url })
+    assert.equal(26, #assert(c:regen_token(cmd("C_admin"))))
   end)
 
   it("noproxy bypasses the proxy for the hosts it names", function()
     local c = mm.new{ url = "http://mm.invalid", token = "x", proxy = stub.url, noproxy = "mm.invalid", retries = 0 }
-    local _, err = c:regen_token(cmd())
+    local _, err = c:regen_token(cmd("C_admin"))
     assert.equal("connect", err.kind)
   end)
 
@@ -307,7 +306,7 @@ describe("#faults proxies", function()
       local c = mm.new{ url = "http://mm.invalid", token = %q, retries = 0 }
       local t, err = c:regen_token(%q)
       io.write(t and "ok" or tostring(err))
-    ]]):format(fx.users.sysadmin.token, cmd()))
+    ]]):format(fx.users.sysadmin.token, cmd("C_admin")))
     assert.equal("ok", out)
   end)
 end)
@@ -317,7 +316,7 @@ describe("#faults debug output", function()
     local lines = {}
     local token = fx.users.sysadmin.token
     local c = mm.new{ url = stub.url, token = token, debug = function(l) lines[#lines + 1] = l end }
-    assert(c:regen_token(cmd()))
+    assert(c:regen_token(cmd("C_admin")))
     local text = table.concat(lines, "\n")
     assert.matches("> PUT " .. stub.url:gsub("%p", "%%%0") .. "/api/v4/commands/", text)
     assert.matches("> Authorization: Bearer %[redacted%]", text)
@@ -353,7 +352,7 @@ describe("#faults debug output", function()
       local mm = require "mm"
       local c = mm.new{ url = %q, token = %q }
       assert(c:regen_token(%q))
-    ]]):format(stub.url, token, cmd()), "2>&1 >/dev/null")
+    ]]):format(stub.url, token, cmd("C_admin")), "2>&1 >/dev/null")
     assert.matches("mm: > PUT ", out)
     assert.matches("mm: > Authorization: Bearer %[redacted%]", out)
     assert.is_nil(out:find(token, 1, true))
@@ -364,9 +363,9 @@ describe("#faults HTTP/2 and client certificates", function()
   it("multiplexes a batch over one HTTP/2 connection when the server offers it over TLS", function()
     local tls_url, cafile = os.getenv("MM_STUB_TLS_URL"), os.getenv("MM_STUB_CAFILE")
     if not tls_url then return pending("stub started without TLS") end
-    local c = mm.new{ url = tls_url, token = fx.users.sysadmin.token, cafile = cafile, retries = 0 }
+    local c = clients.new("sysadmin", { url = tls_url, cafile = cafile })
     local ids = {}
-    for i = 1, 20 do ids[i] = cmd() end
+    for i = 1, 20 do ids[i] = cmd("C_admin") end
     local results, failed = c:regen_tokens(ids, { concurrency = 20 })
     assert.equal(0, failed)
     assert.equal(20, #results)
@@ -381,9 +380,9 @@ describe("#faults HTTP/2 and client certificates", function()
     if not url then return pending("stub started without TLS") end
     local opts = { url = url, token = fx.users.sysadmin.token, cafile = os.getenv("MM_STUB_CAFILE"), retries = 0 }
     -- without one, nginx completes the handshake and answers 400 itself
-    local _, err = mm.new(opts):regen_token(cmd())
+    local _, err = mm.new(opts):regen_token(cmd("C_admin"))
     assert.equal(400, err.status)
     opts.sslcert, opts.sslkey = os.getenv("MM_STUB_CLIENT_CERT"), os.getenv("MM_STUB_CLIENT_KEY")
-    assert.equal(26, #assert(mm.new(opts):regen_token(cmd())))
+    assert.equal(26, #assert(mm.new(opts):regen_token(cmd("C_admin"))))
   end)
 end)

@@ -3,31 +3,24 @@
 -- the numbered cases of its section 7.
 local mm = require "mm"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
+local bad_values = require "support.bad_values"
 
-local raises, assert_http_error = check.raises, check.http_error
+local raises, assert_http_error, ALPHABET = check.raises, check.http_error, check.ALPHABET
 
-local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 local fx -- fixtures, read from the stub
 
-local function client(user, opts)
-  opts = opts or {}
-  opts.url = opts.url or stub.url
-  opts.token = opts.token or fx.users[user].token
-  if opts.retries == nil then opts.retries = 0 end
-  return mm.new(opts)
-end
-
-local function cmd(name) return fx.commands[name].id end
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
 end)
 
 describe("create_job (POST /api/v4/jobs)", function()
   it("2.7#11 case 1: sysadmin creates a job and gets it as a plain table", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local before = os.time() * 1000
     local job, err = c:create_job{ type = "active_users", data = { thing = "stuff" } }
     assert.is_nil(err)
@@ -48,7 +41,7 @@ describe("create_job (POST /api/v4/jobs)", function()
   end)
 
   it("sends byte-exact requests: method, path, headers and a stable JSON body", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert(c:create_job{ type = "active_users",
       data = { thing = "stuff", n = 5, on = true, x = 1.5, big = 2 ^ 53, tenth = 0.1 } })
     local reqs = stub.requests()
@@ -67,7 +60,7 @@ describe("create_job (POST /api/v4/jobs)", function()
   end)
 
   it("case 2: no data sends an empty object, never an array", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local job = assert(c:create_job{ type = "active_users" })
     assert.equal('{"type":"active_users","data":{}}', stub.requests()[1].body)
     assert.same({}, job.data)
@@ -75,7 +68,7 @@ describe("create_job (POST /api/v4/jobs)", function()
 
   it("2.7#8 cases 4-5: sysmanager and basic get 403 permissions", function()
     for _, user in ipairs{ "sysmanager", "basic" } do
-      local job, err = client(user):create_job{ type = "active_users", data = { thing = "stuff" } }
+      local job, err = clients.new(user):create_job{ type = "active_users", data = { thing = "stuff" } }
       assert.is_nil(job)
       assert_http_error(err, 403, "api.context.permissions.app_error")
       assert.equal("You do not have the appropriate permissions.", err.message)
@@ -84,27 +77,27 @@ describe("create_job (POST /api/v4/jobs)", function()
   end)
 
   it("2.7#7 cases 6, 7, 9: an unknown type is 400 incorrect_job_type", function()
-    local _, err = client("sysadmin"):create_job{ type = "no_such_type" }
+    local _, err = clients.new("sysadmin"):create_job{ type = "no_such_type" }
     assert_http_error(err, 400, "api.job.unable_to_create_job.incorrect_job_type")
-    _, err = client("basic"):create_job{ type = "cleanup_desktop_tokens" }
+    _, err = clients.new("basic"):create_job{ type = "cleanup_desktop_tokens" }
     assert_http_error(err, 400, "api.job.unable_to_create_job.incorrect_job_type")
   end)
 
   it("2.7#9 case 10: an enterprise type on Team Edition is 400 model.job.is_valid.type", function()
-    local _, err = client("sysadmin"):create_job{ type = "data_retention" }
+    local _, err = clients.new("sysadmin"):create_job{ type = "data_retention" }
     assert_http_error(err, 400, "model.job.is_valid.type.app_error")
     stub.config{ enterprise = true }
-    local job = assert(client("sysadmin"):create_job{ type = "data_retention" })
+    local job = assert(clients.new("sysadmin"):create_job{ type = "data_retention" })
     assert.equal("data_retention", job.type)
   end)
 
   it("2.7#5 case 17: a body over the server's limit is 413", function()
-    local _, err = client("sysadmin"):create_job{ type = "active_users", data = { big = ("x"):rep(300600) } }
+    local _, err = clients.new("sysadmin"):create_job{ type = "active_users", data = { big = ("x"):rep(300600) } }
     assert_http_error(err, 413, "api.context.request_body_too_large.app_error")
   end)
 
   it("2.7#1-2 cases 18-19: a bad token is 401 session_expired", function()
-    local _, err = client(nil, { token = "garbage" }):create_job{ type = "active_users" }
+    local _, err = clients.new(nil, { token = "garbage" }):create_job{ type = "active_users" }
     assert_http_error(err, 401, "api.context.session_expired.app_error")
     assert.equal("Invalid or expired session, please login again.", err.message)
   end)
@@ -117,7 +110,7 @@ describe("create_job (POST /api/v4/jobs)", function()
       -- (a client that has paces itself to avoid the 429); no waiting for
       -- the limiter: the 429 itself
       local job
-      job, err = client("sysadmin", { max_rate_wait = 0 }):create_job{ type = "active_users" }
+      job, err = clients.new("sysadmin", { max_rate_wait = 0 }):create_job{ type = "active_users" }
       if not job then break end
     end
     assert.equal("http", err.kind)
@@ -132,7 +125,7 @@ end)
 
 describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
   it("2.8 case 25: returns the job; successive reads move it on", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local job = assert(c:create_job{ type = "active_users" })
     local seen = assert(c:get_job(job.id))
     assert.equal(job.id, seen.id)
@@ -144,18 +137,18 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
   end)
 
   it("2.8 case 27: an unknown id is 404 app.job.get", function()
-    local _, err = client("sysadmin"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = clients.new("sysadmin"):get_job(UNKNOWN)
     assert_http_error(err, 404, "app.job.get.app_error")
   end)
 
   it("2.8 case 28: basic cannot read an active_users job (403)", function()
-    local job = assert(client("sysadmin"):create_job{ type = "active_users" })
-    local _, err = client("basic"):get_job(job.id)
+    local job = assert(clients.new("sysadmin"):create_job{ type = "active_users" })
+    local _, err = clients.new("basic"):get_job(job.id)
     assert_http_error(err, 403, "api.context.permissions.app_error")
   end)
 
   it("wait_job returns the job once it succeeds", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local job = assert(c:create_job{ type = "active_users" })
     local done, err = c:wait_job(job.id, { timeout = 10, interval = 0.05 })
     assert.is_nil(err)
@@ -165,7 +158,7 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
 
   it("wait_job returns nil, err with the job when it ends in error", function()
     stub.config{ job_outcome = "error" }
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local job = assert(c:create_job{ type = "active_users" })
     local done, err = c:wait_job(job.id, { timeout = 10, interval = 0.05 })
     assert.is_nil(done)
@@ -178,7 +171,7 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
 
   it("wait_job gives up after its timeout with kind 'wait_timeout'", function()
     stub.config{ job_outcome = "never" }
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local job = assert(c:create_job{ type = "active_users" })
     local t0 = os.time()
     local done, err = c:wait_job(job.id, { timeout = 0.3, interval = 0.1 })
@@ -189,14 +182,14 @@ describe("get_job and wait_job (GET /api/v4/jobs/{id})", function()
   end)
 
   it("wait_job returns the error of a failed poll", function()
-    local _, err = client("basic"):wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 1 })
+    local _, err = clients.new("basic"):wait_job(UNKNOWN, { timeout = 1 })
     assert_http_error(err, 404, "app.job.get.app_error")
   end)
 end)
 
 describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
   it("3.4#10 case 30: sysadmin gets a new token each time", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local t1 = assert(c:regen_token(cmd("C_admin")))
     local t2 = assert(c:regen_token(cmd("C_admin")))
     assert.matches(ALPHABET, t1)
@@ -206,7 +199,7 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
   end)
 
   it("sends a PUT with no body and no Content-Type", function()
-    assert(client("sysadmin"):regen_token(cmd("C_admin")))
+    assert(clients.new("sysadmin"):regen_token(cmd("C_admin")))
     local r = stub.requests()[1]
     assert.equal("PUT", r.method)
     assert.equal("/api/v4/commands/" .. cmd("C_admin") .. "/regen_token", r.uri)
@@ -219,10 +212,10 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
   it("3.4#4,6 cases 31, 36, 38, 39: hidden, foreign, unknown and deleted commands are 404", function()
     local cases = {
       { "basic", cmd("C_admin") }, { "outsider", cmd("C_admin") },
-      { "sysadmin", "4xp9fdt7pbgium38k8k9kdzdwe" }, { "sysadmin", cmd("C_deleted") },
+      { "sysadmin", UNKNOWN }, { "sysadmin", cmd("C_deleted") },
     }
     for _, case in ipairs(cases) do
-      local token, err = client(case[1]):regen_token(case[2])
+      local token, err = clients.new(case[1]):regen_token(case[2])
       assert.is_nil(token)
       assert_http_error(err, 404, "store.sql_command.save.get.app_error")
       assert.equal("Unable to get the command.", err.message)
@@ -231,43 +224,30 @@ describe("regen_token (PUT /api/v4/commands/{id}/regen_token)", function()
 
   it("3.4#7 cases 32-35: manage_own and manage_others decide", function()
     stub.config{ grant = { role = "team_user", permissions = { "manage_own_slash_commands" } } }
-    assert(client("basic"):regen_token(cmd("C_basic")))
-    local _, err = client("basic"):regen_token(cmd("C_other"))
+    assert(clients.new("basic"):regen_token(cmd("C_basic")))
+    local _, err = clients.new("basic"):regen_token(cmd("C_other"))
     assert_http_error(err, 403, "api.context.permissions.app_error")
     stub.config{ grant = { role = "team_user", permissions = { "manage_others_slash_commands" } } }
-    assert(client("basic"):regen_token(cmd("C_other")))
-    assert(client("tadmin"):regen_token(cmd("C_other")))
+    assert(clients.new("basic"):regen_token(cmd("C_other")))
+    assert(clients.new("tadmin"):regen_token(cmd("C_other")))
   end)
 
   it("3.4#5 case 40: commands disabled is 404", function()
     stub.config{ enable_commands = false }
-    local _, err = client("sysadmin"):regen_token(cmd("C_admin"))
+    local _, err = clients.new("sysadmin"):regen_token(cmd("C_admin"))
     assert_http_error(err, 404, "store.sql_command.save.get.app_error")
   end)
 
   it("3.4#1 case 41: a bad token is 401", function()
-    local _, err = client(nil, { token = "garbage" }):regen_token(cmd("C_admin"))
+    local _, err = clients.new(nil, { token = "garbage" }):regen_token(cmd("C_admin"))
     assert_http_error(err, 401, "api.context.session_expired.app_error")
   end)
 end)
 
 describe("argument checks raise and send nothing", function()
-  local BAD_IDS = {
-    { nil, "id expected, got no value" }, { 42, "id expected, got number" },
-    { "1234", "id must be 26 characters, got 4" },
-    { "4XP9FDT7PBGIUM38K8K9KDZDWE", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd/e", "only lower%-case letters and digits" },
-    { "../../../../../jobs0000000", "only lower%-case letters and digits" },
-    -- the bytes either side of a-z and 0-9, a NUL and a high byte
-    { "4xp9fdt7pbgium38k8k9kdzd`e", "only lower%-case" }, { "4xp9fdt7pbgium38k8k9kdzd{e", "only lower%-case" },
-    { "4xp9fdt7pbgium38k8k9kdzd:e", "only lower%-case" },
-    { "4xp9fdt7pbgium38k8k9kdzd\0e", "only lower%-case" }, { "4xp9fdt7pbgium38k8k9kdzd\255e", "only lower%-case" },
-    { "4xp9fdt7pbgium38k8k9kdzdwe0", "id must be 26 characters, got 27" },
-  }
-
   it("regen_token, get_job and wait_job check the id", function()
-    local c = client("sysadmin")
-    for _, case in ipairs(BAD_IDS) do
+    local c = clients.new("sysadmin")
+    for _, case in ipairs(bad_values.IDS) do
       raises("bad argument #1 to 'regen_token' %(.-" .. case[2], c.regen_token, c, case[1])
       raises("bad argument #1 to 'get_job' %(.-" .. case[2], c.get_job, c, case[1])
       raises("bad argument #1 to 'wait_job' %(.-" .. case[2], c.wait_job, c, case[1])
@@ -276,7 +256,7 @@ describe("argument checks raise and send nothing", function()
   end)
 
   it("create_job checks the job table", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local bad = {
       { nil, "table expected, got no value" }, { "active_users", "table expected, got string" },
       { {}, "field 'type' must be a non%-empty string" }, { { type = "" }, "non%-empty string" },
@@ -294,8 +274,8 @@ describe("argument checks raise and send nothing", function()
   end)
 
   it("wait_job checks its options", function()
-    local c = client("sysadmin")
-    local id = "4xp9fdt7pbgium38k8k9kdzdwe"
+    local c = clients.new("sysadmin")
+    local id = UNKNOWN
     raises("bad argument #2 to 'wait_job' %(unknown option 'timout'%)", c.wait_job, c, id, { timout = 1 })
     raises("option 'interval' must be a number", c.wait_job, c, id, { interval = "1" })
     raises("option 'interval' must be a number of seconds from 0.001", c.wait_job, c, id, { interval = 0 })
@@ -337,7 +317,7 @@ describe("argument checks raise and send nothing", function()
   end)
 
   it("a method called with a dot says to use a colon", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     raises("call create_job with a colon: client:create_job%(%.%.%.%)", c.create_job, { type = "x" })
     raises("call regen_token with a colon", c.regen_token, cmd("C_admin"))
     raises("call regen_token with a colon", c.regen_token, nil)
@@ -349,7 +329,7 @@ describe("argument checks raise and send nothing", function()
   end)
 
   it("the error names the caller's line", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local ok, msg = pcall(function()
       local token = c:regen_token("x") -- not a tail call: this line is blamed
       return token
@@ -361,7 +341,7 @@ end)
 
 describe("error objects", function()
   it("carry the AppError fields and print one line with status, id and message", function()
-    local _, err = client("basic"):regen_token(cmd("C_admin"))
+    local _, err = clients.new("basic"):regen_token(cmd("C_admin"))
     assert.equal(404, err.status)
     assert.equal("store.sql_command.save.get.app_error", err.id)
     assert.equal("", err.detailed_error)
@@ -376,7 +356,7 @@ describe("error objects", function()
   it("never show the token, even when the server echoes it (developer mode)", function()
     stub.config{ developer = true }
     local secret = "zz9yzz9yzz9yzz9yzz9yzz9yzz"
-    local _, err = client(nil, { token = secret }):regen_token(cmd("C_admin"))
+    local _, err = clients.new(nil, { token = secret }):regen_token(cmd("C_admin"))
     assert.equal(401, err.status)
     assert.matches("%[redacted%]", err.detailed_error)
     for _, v in pairs(err) do
@@ -388,7 +368,7 @@ describe("error objects", function()
   it("never show the token when it is passed by mistake as an id", function()
     local secret = "zz9yzz9yzz9yzz9yzz9yzz9yzz"
     local lines = {}
-    local c = client(nil, { token = secret, debug = function(l) lines[#lines + 1] = l end })
+    local c = clients.new(nil, { token = secret, debug = function(l) lines[#lines + 1] = l end })
     for _, call in ipairs{ "regen_token", "get_job", "wait_job" } do
       local _, err = c[call](c, secret)
       assert.equal(401, err.status)
@@ -399,7 +379,7 @@ describe("error objects", function()
   end)
 
   it("a refused connection is kind 'connect' with curl's code", function()
-    local c = client("sysadmin", { url = "http://127.0.0.1:1" })
+    local c = clients.new("sysadmin", { url = "http://127.0.0.1:1" })
     local _, err = c:regen_token(cmd("C_admin"))
     assert.equal("connect", err.kind)
     assert.equal(7, err.curl_code)
@@ -411,7 +391,7 @@ end)
 describe("URL forms", function()
   it("accepts a trailing slash and a URL already ending in /api/v4", function()
     for _, url in ipairs{ stub.url .. "/", stub.url .. "//", stub.url .. "/api/v4", stub.url .. "/api/v4/" } do
-      assert(client("sysadmin", { url = url }):regen_token(cmd("C_admin")))
+      assert(clients.new("sysadmin", { url = url }):regen_token(cmd("C_admin")))
     end
     for _, r in ipairs(stub.requests()) do
       assert.equal("/api/v4/commands/" .. cmd("C_admin") .. "/regen_token", r.uri)
@@ -421,7 +401,7 @@ describe("URL forms", function()
   it("keeps a sub-path (https://example.com/mattermost)", function()
     -- The stub also serves the API under /mattermost, as a server whose
     -- SiteURL has that sub-path does.
-    local c = client("sysadmin", { url = stub.url .. "/mattermost" })
+    local c = clients.new("sysadmin", { url = stub.url .. "/mattermost" })
     assert(c:regen_token(cmd("C_admin")))
     assert.equal("/mattermost/api/v4/commands/" .. cmd("C_admin") .. "/regen_token", stub.requests()[1].uri)
   end)
@@ -429,7 +409,7 @@ end)
 
 describe("clients", function()
   it("100 sequential calls on one client use one connection", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     for _ = 1, 100 do assert(c:regen_token(cmd("C_admin"))) end
     local conns = stub.connections()
     assert.equal(1, #conns)
@@ -437,7 +417,7 @@ describe("clients", function()
   end)
 
   it("close is idempotent, tostring says closed, and use after close raises", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert.matches("^mm%.client %(http://127%.0%.0%.1:%d+/api/v4%)$", tostring(c))
     c:close()
     c:close()

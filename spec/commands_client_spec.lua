@@ -22,15 +22,14 @@ local clients = require "support.client"
 local check = require "support.check"
 local form = require("support.stubapi").form
 
-local raises, http_error = check.raises, check.http_error
+local raises, http_error, ALPHABET = check.raises, check.http_error, check.ALPHABET
 
 -- check.sent for a request as the server took it from `token`
 local function sent(r, method, uri, body, token)
   check.sent(r, { method = method, uri = uri, body = body, token = token })
 end
 
-local ID = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
-local UNKNOWN = "4xp9fdt7pbgium38k8k9kdzdwe" -- a well-formed id of nothing
+local UNKNOWN = clients.UNKNOWN
 local OWN, OTHERS = "manage_own_slash_commands", "manage_others_slash_commands"
 local PERMISSIONS = "api.context.permissions.app_error"
 local NOT_FOUND = "store.sql_command.save.get.app_error"
@@ -42,11 +41,7 @@ local SHRUG = "\194\175\\\\\\_(\227\131\132)\\_/\194\175" -- ¯\\\_(ツ)\_/¯ (f
 
 local fx -- the fixtures: ids and the tokens they start with
 
-local function team(name) return fx.teams[name].id end
-local function cmd(name) return fx.commands[name].id end
-local function channel(name) return fx.channels[name].id end
-local function user(name) return fx.users[name].id end
-local function as(name, opts) return clients.new(name, opts) end
+local team, cmd, channel, user = clients.team, clients.cmd, clients.channel, clients.user
 
 -- +own / +others of §6: permissions added to team_user.
 local function grant(...) stub.grant("team_user", { ... }) end
@@ -58,19 +53,12 @@ local function new_command(extra)
   return t
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
-
 -- A Command result: a plain table of the 18 fields, times as integers
 -- (Lua 5.3+), equal to what the stub now stores.
 local function assert_command(c)
   assert.is_table(c)
   assert.is_nil(getmetatable(c))
-  assert.same(COMMAND_KEYS, sorted_keys(c))
+  assert.same(COMMAND_KEYS, check.keys(c))
   for _, k in ipairs{ "create_at", "update_at", "delete_at" } do
     if math.type then assert.equal("integer", math.type(c[k]), k) end
   end
@@ -134,7 +122,7 @@ end)
 
 describe("create_command (POST /api/v4/commands)", function()
   it("case 75: basic without manage_own_slash_commands gets 403", function()
-    local created, err = as("basic"):create_command(new_command())
+    local created, err = clients.new("basic"):create_command(new_command())
     assert.is_nil(created)
     http_error(err, 403, PERMISSIONS, "You do not have the appropriate permissions.")
     assert.equal("", err.detailed_error)
@@ -146,13 +134,13 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 76: sysadmin gets the new command as a plain table; the body holds the given fields in order", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local before = os.time() * 1000
     local created, err = c:create_command(new_command())
     assert.is_nil(err)
     assert_command(created)
-    assert.matches(ID, created.id)
-    assert.matches(ID, created.token)
+    assert.matches(ALPHABET, created.id)
+    assert.matches(ALPHABET, created.token)
     assert.equal(26, #created.id)
     assert.equal(26, #created.token)
     assert.are_not.equal(created.id, created.token)
@@ -171,7 +159,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("sends every optional field in the server's order, and the stub stores each as given", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local tok = "abcdefghijklmnopqrstuvwxyz"
     local created = assert(c:create_command(new_command{
       description = "d", display_name = "D", auto_complete_hint = "[h]", auto_complete_desc = "ad",
@@ -199,7 +187,8 @@ describe("create_command (POST /api/v4/commands)", function()
   it("escapes strings as JSON needs; what the server decodes is exactly what was given", function()
     -- quote, backslash, newline, <>& (Go writes \u003c...), U+2028 (Go: \u2028), DEL, '/', é
     local text = 'a"\\\n<>&\226\128\168\127/\195\169'
-    local created = assert(as("sysadmin"):create_command(new_command{ display_name = text, auto_complete_desc = text }))
+    local created = assert(clients.new("sysadmin"):create_command(new_command{ display_name = text,
+                                                                               auto_complete_desc = text }))
     assert.equal(text, created.display_name)
     assert.equal(text, stub.command(created.id).auto_complete_desc)
     local escaped = '"a\\"\\\\\\n<>&\226\128\168\\u007f/\195\169"'
@@ -208,7 +197,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 77: triggers come back lower-cased; built-in triggers are taken", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     assert.equal("mixedcase", assert(c:create_command(new_command{ trigger = "MixedCase" })).trigger)
     for _, t in ipairs{ "MIXEDcase", "Echo", "join" } do
       local _, err = c:create_command(new_command{ trigger = t })
@@ -217,7 +206,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 78: bad triggers raise before anything is sent; 128 bytes is accepted, 129 is not", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local function bad(trigger, why)
       raises("^bad argument #1 to 'create_command' %(field 'trigger': " .. why,
         c.create_command, c, new_command{ trigger = trigger })
@@ -241,7 +230,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 79: a method other than exactly P or G raises before anything is sent", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     for _, m in ipairs{ "X", "", "p", "g", "POST", " P", 1 } do
       raises("^bad argument #1 to 'create_command' %(field 'method': method must be \"P\" %(POST%) or \"G\" "
         .. "%(GET%), got ",
@@ -253,7 +242,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 80: a url not http(s)://host raises before anything is sent; 1024 bytes is the limit", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     raises("field 'url': url must not be empty", c.create_command, c, new_command{ url = "" })
     for _, u in ipairs{ "ftp://x", "1234", "https:////example.com", "http://", "http:/x", "//x.test/",
                         "HTTP://x.test/", "Https://x.test/", "http://exa mple.com/", "http://x/a\tb",
@@ -281,7 +270,7 @@ describe("create_command (POST /api/v4/commands)", function()
 
   it("case 81: display_name over 64 bytes and description over 128 raise; multi-byte text counts in bytes",
      function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local function bad(field, value, why)
       raises("^bad argument #1 to 'create_command' %(field '" .. field .. "': " .. why,
         c.create_command, c, new_command{ [field] = value })
@@ -316,7 +305,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 82: a team_id that is not an id raises (the server: 403 for \"\", 400 for junk)", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     raises("field 'team_id': id must be 26 characters, got 0", c.create_command, c, new_command{ team_id = "" })
     raises("field 'team_id': id must be 26 characters, got 4", c.create_command, c, new_command{ team_id = "junk" })
     raises("field 'team_id': id must contain only lower%-case letters and digits", c.create_command, c,
@@ -326,10 +315,10 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 83: creator_id of another user needs manage_others and an existing user", function()
-    local created = assert(as("sysadmin"):create_command(new_command{ creator_id = user("basic") }))
+    local created = assert(clients.new("sysadmin"):create_command(new_command{ creator_id = user("basic") }))
     assert.equal(user("basic"), created.creator_id)
     grant(OWN)
-    local basic = as("basic")
+    local basic = clients.new("basic")
     local _, err = basic:create_command(new_command{ trigger = "b1", creator_id = user("basic2") })
     http_error(err, 403, PERMISSIONS)
     assert.equal(user("basic"), assert(basic:create_command(new_command{ trigger = "b2" })).creator_id)
@@ -341,19 +330,19 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("case 84: a body that is not JSON (only client:request can send one) is 400 invalid_body_param", function()
-    local body, err = as("sysadmin"):request("POST", "/commands", { body = "not json" })
+    local body, err = clients.new("sysadmin"):request("POST", "/commands", { body = "not json" })
     assert.is_nil(body)
     http_error(err, 400, "api.context.invalid_body_param.app_error", "Invalid or missing command in request body.")
   end)
 
   it("case 85: commands disabled: 501 api.command.disabled", function()
     stub.config{ enable_commands = false }
-    local _, err = as("sysadmin"):create_command(new_command())
+    local _, err = clients.new("sysadmin"):create_command(new_command())
     http_error(err, 501, "api.command.disabled.app_error", "Commands have been disabled by the system admin.")
   end)
 
   it("case 86: a 26-character token is kept; another raises", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local tok = "abcdefghijklmnopqrstuvwxyz"
     assert.equal(tok, assert(c:create_command(new_command{ token = tok })).token)
     stub.reset()
@@ -364,7 +353,7 @@ describe("create_command (POST /api/v4/commands)", function()
   end)
 
   it("unknown fields, fields a new command cannot have, and a body that is no table raise", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     raises("^bad argument #1 to 'create_command' %(unknown field 'trigerr' "
       .. "%(expected 'token', 'creator_id', 'team_id', ",
       c.create_command, c, new_command{ trigerr = "x" })
@@ -386,7 +375,8 @@ end)
 
 describe("list_commands (GET /api/v4/commands)", function()
   it("case 87: custom_only = true: the live custom commands of T with their tokens", function()
-    local list, by_id = assert_list(assert(as("sysadmin"):list_commands{ team_id = team("T"), custom_only = true }))
+    local list, by_id = assert_list(assert(clients.new("sysadmin"):list_commands{ team_id = team("T"),
+                                                                                  custom_only = true }))
     assert.equal(3, #list)
     for i, name in ipairs{ "C_admin", "C_basic", "C_other" } do
       assert.equal(cmd(name), list[i].id)
@@ -400,7 +390,7 @@ describe("list_commands (GET /api/v4/commands)", function()
   end)
 
   it("case 88: without custom_only: built-ins (id \"\") and sanitized custom commands", function()
-    local list, by_id = assert_list(assert(as("sysadmin"):list_commands{ team_id = team("T") }))
+    local list, by_id = assert_list(assert(clients.new("sysadmin"):list_commands{ team_id = team("T") }))
     local echo = assert_command(by_trigger(list, "echo"))
     assert.equal("", echo.id)
     assert.equal(0, echo.create_at)
@@ -414,7 +404,7 @@ describe("list_commands (GET /api/v4/commands)", function()
   end)
 
   it("case 89: basic: built-ins and sanitized C_basic; custom_only is 403", function()
-    local c = as("basic")
+    local c = clients.new("basic")
     local list, by_id = assert_list(assert(c:list_commands{ team_id = team("T") }))
     assert.is_table(by_trigger(list, "echo"))
     assert.equal("Basic cmd", by_id[cmd("C_basic")].auto_complete_desc)
@@ -428,7 +418,7 @@ describe("list_commands (GET /api/v4/commands)", function()
 
   it("case 90: basic+own: custom_only only its own, unsanitized; false: built-ins and its own, sanitized", function()
     grant(OWN)
-    local c = as("basic")
+    local c = clients.new("basic")
     local own = assert_list(assert(c:list_commands{ team_id = team("T"), custom_only = true }))
     assert.equal(1, #own)
     assert.equal(fx.commands.C_basic.token, assert_command(own[1]).token)
@@ -444,17 +434,17 @@ describe("list_commands (GET /api/v4/commands)", function()
 
   it("case 91: basic+own+others: custom_only gives all three", function()
     grant(OWN, OTHERS)
-    local _, by_id = assert_list(assert(as("basic"):list_commands{ team_id = team("T"), custom_only = true }))
+    local _, by_id = assert_list(assert(clients.new("basic"):list_commands{ team_id = team("T"), custom_only = true }))
     for _, name in ipairs{ "C_admin", "C_basic", "C_other" } do
       assert.equal(fx.commands[name].token, by_id[cmd(name)].token)
     end
   end)
 
   it("case 92: outsider is 403; no team_id raises (the server's 400 only through client:request)", function()
-    local _, err = as("outsider"):list_commands{ team_id = team("T") }
+    local _, err = clients.new("outsider"):list_commands{ team_id = team("T") }
     http_error(err, 403, PERMISSIONS)
     stub.reset()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     raises("^bad argument #1 to 'list_commands' %(field 'team_id' is required%)$", c.list_commands, c, {})
     raises("^bad argument #1 to 'list_commands' %(query table expected, got no value%)$", c.list_commands, c)
     raises("^bad argument #1 to 'list_commands' %(query table expected, got string%)$", c.list_commands, c, team("T"))
@@ -466,7 +456,7 @@ describe("list_commands (GET /api/v4/commands)", function()
   end)
 
   it("case 93: custom_only is a boolean: anything else raises; the server's ParseBool only by request", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     for _, v in ipairs{ 1, "1", "yes", "true", 0 } do
       raises("field 'custom_only': boolean expected, got " .. type(v), c.list_commands, c,
         { team_id = team("T"), custom_only = v })
@@ -480,7 +470,7 @@ describe("list_commands (GET /api/v4/commands)", function()
 
   it("case 94: commands disabled: custom_only is 501; otherwise built-ins only", function()
     stub.config{ enable_commands = false }
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local _, err = c:list_commands{ team_id = team("T"), custom_only = true }
     http_error(err, 501, "api.command.disabled.app_error")
     local list = assert_list(assert(c:list_commands{ team_id = team("T") }))
@@ -491,37 +481,37 @@ end)
 
 describe("list_autocomplete_commands (GET /api/v4/teams/{team_id}/commands/autocomplete)", function()
   it("case 95: basic: built-ins and sanitized C_basic; outsider 403; junk raises; unknown token 401", function()
-    local list, by_id = assert_list(assert(as("basic"):list_autocomplete_commands(team("T"))))
+    local list, by_id = assert_list(assert(clients.new("basic"):list_autocomplete_commands(team("T"))))
     sent(only_request(), "GET", "/api/v4/teams/" .. team("T") .. "/commands/autocomplete", nil, fx.users.basic.token)
     assert.is_table(by_trigger(list, "echo"))
     assert.equal("basiccmd", by_id[cmd("C_basic")].trigger)
     assert.equal("", by_id[cmd("C_basic")].token)
     assert.is_nil(by_id[cmd("C_admin")])
     assert.is_nil(by_id[cmd("C_other")])
-    local _, err = as("outsider"):list_autocomplete_commands(team("T"))
+    local _, err = clients.new("outsider"):list_autocomplete_commands(team("T"))
     http_error(err, 403, PERMISSIONS)
     stub.reset()
-    local c = as("basic")
+    local c = clients.new("basic")
     raises("^bad argument #1 to 'list_autocomplete_commands' %(id must be 26 characters, got 4%)$",
       c.list_autocomplete_commands, c, "junk")
     raises("^bad argument #1 to 'list_autocomplete_commands' %(id expected, got no value%)$",
       c.list_autocomplete_commands, c)
     nothing_sent()
     -- a client always sends its token: one the server does not know is the nearest to none
-    _, err = as(nil, { token = "nosuchtoken" }):list_autocomplete_commands(team("T"))
+    _, err = clients.new(nil, { token = "nosuchtoken" }):list_autocomplete_commands(team("T"))
     http_error(err, 401, "api.context.session_expired.app_error")
   end)
 end)
 
 describe("list_command_autocomplete_suggestions (GET .../commands/autocomplete_suggestions)", function()
   it("case 96: user_input \"/\": PascalCase suggestions with echo, shrug and basiccmd, not admincmd", function()
-    local list = assert_list(assert(as("basic"):list_command_autocomplete_suggestions(team("T"),
+    local list = assert_list(assert(clients.new("basic"):list_command_autocomplete_suggestions(team("T"),
       { user_input = "/" })))
     sent(only_request(), "GET", "/api/v4/teams/" .. team("T") .. "/commands/autocomplete_suggestions?user_input=%2F",
       nil, fx.users.basic.token)
     local by = {}
     for _, s in ipairs(list) do
-      assert.same({ "Complete", "Description", "Hint", "IconData", "Suggestion" }, sorted_keys(s))
+      assert.same({ "Complete", "Description", "Hint", "IconData", "Suggestion" }, check.keys(s))
       by[s.Suggestion] = s
     end
     assert.is_table(by.echo)
@@ -532,7 +522,7 @@ describe("list_command_autocomplete_suggestions (GET .../commands/autocomplete_s
   end)
 
   it("case 97: /e gives echo, not shrug; channel_id and root_id go in the query; no user_input raises", function()
-    local c = as("basic")
+    local c = clients.new("basic")
     local list = assert(c:list_command_autocomplete_suggestions(team("T"),
       { user_input = "/e", channel_id = channel("CH"), root_id = UNKNOWN }))
     local names = {}
@@ -560,14 +550,14 @@ describe("list_command_autocomplete_suggestions (GET .../commands/autocomplete_s
     raises("^bad argument #1 to 'list_command_autocomplete_suggestions' %(id must be 26 characters, got 4%)$",
       f, c, "junk", { user_input = "/" })
     nothing_sent()
-    local _, err = as("outsider"):list_command_autocomplete_suggestions(team("T"), { user_input = "/" })
+    local _, err = clients.new("outsider"):list_command_autocomplete_suggestions(team("T"), { user_input = "/" })
     http_error(err, 403, PERMISSIONS)
   end)
 end)
 
 describe("get_command_by_id (GET /api/v4/commands/{id})", function()
   it("case 98: the full command with its token; junk raises; unknown and deleted are 404", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local got = assert_command(assert(c:get_command_by_id(cmd("C_basic"))))
     sent(only_request(), "GET", "/api/v4/commands/" .. cmd("C_basic"), nil, fx.users.sysadmin.token)
     assert.equal(fx.commands.C_basic.token, got.token)
@@ -586,28 +576,28 @@ describe("get_command_by_id (GET /api/v4/commands/{id})", function()
   end)
 
   it("case 99: every refusal is 404, never 403", function()
-    local _, err = as("basic"):get_command_by_id(cmd("C_basic"))
+    local _, err = clients.new("basic"):get_command_by_id(cmd("C_basic"))
     http_error(err, 404, NOT_FOUND)
     grant(OWN)
-    assert_command(assert(as("basic"):get_command_by_id(cmd("C_basic"))))
-    _, err = as("basic"):get_command_by_id(cmd("C_other"))
+    assert_command(assert(clients.new("basic"):get_command_by_id(cmd("C_basic"))))
+    _, err = clients.new("basic"):get_command_by_id(cmd("C_other"))
     http_error(err, 404, NOT_FOUND)
     grant(OWN, OTHERS)
-    assert_command(assert(as("basic"):get_command_by_id(cmd("C_other"))))
-    _, err = as("outsider"):get_command_by_id(cmd("C_admin"))
+    assert_command(assert(clients.new("basic"):get_command_by_id(cmd("C_other"))))
+    _, err = clients.new("outsider"):get_command_by_id(cmd("C_admin"))
     http_error(err, 404, NOT_FOUND)
   end)
 
   it("case 100: commands disabled: 404", function()
     stub.config{ enable_commands = false }
-    local _, err = as("sysadmin"):get_command_by_id(cmd("C_admin"))
+    local _, err = clients.new("sysadmin"):get_command_by_id(cmd("C_admin"))
     http_error(err, 404, NOT_FOUND)
   end)
 end)
 
 describe("update_command (PUT /api/v4/commands/{id})", function()
   it("case 101: sends the whole object to cmd.id; trigger lower-cased; token, creator, create_at kept", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local old = assert(c:get_command_by_id(cmd("C_other")))
     stub.reset()
     local body = copy(old)
@@ -629,7 +619,7 @@ describe("update_command (PUT /api/v4/commands/{id})", function()
   end)
 
   it("case 102: the path id is the body's; a missing field raises (the server would blank it)", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local whole = assert(c:get_command_by_id(cmd("C_other")))
     stub.reset()
     for _, f in ipairs{ "id", "team_id", "trigger", "method", "url", "username", "icon_url", "auto_complete",
@@ -661,7 +651,7 @@ describe("update_command (PUT /api/v4/commands/{id})", function()
   end)
 
   it("case 103: another command's trigger or a built-in's is 400 duplicate_trigger; its own is fine", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local body = assert(c:get_command_by_id(cmd("C_other")))
     for _, t in ipairs{ "basiccmd", "join" } do
       body.trigger = t
@@ -673,21 +663,21 @@ describe("update_command (PUT /api/v4/commands/{id})", function()
   end)
 
   it("case 104: basic is 404; basic+own on another's is 403, on its own 200", function()
-    local admin = as("sysadmin")
+    local admin = clients.new("sysadmin")
     local mine = assert(admin:get_command_by_id(cmd("C_basic")))
     local theirs = assert(admin:get_command_by_id(cmd("C_other")))
     mine.url, theirs.url = "http://e.test/b", "http://e.test/o"
-    local _, err = as("basic"):update_command(mine)
+    local _, err = clients.new("basic"):update_command(mine)
     http_error(err, 404, NOT_FOUND)
     grant(OWN)
-    _, err = as("basic"):update_command(theirs)
+    _, err = clients.new("basic"):update_command(theirs)
     http_error(err, 403, PERMISSIONS)
-    assert.equal("http://e.test/b", assert_command(assert(as("basic"):update_command(mine))).url)
+    assert.equal("http://e.test/b", assert_command(assert(clients.new("basic"):update_command(mine))).url)
     assert.equal(fx.harness_url, stub.command(cmd("C_other")).url)
   end)
 
   it("case 105: a junk id raises; an unknown id (path = body) is 404", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local body = assert(c:get_command_by_id(cmd("C_other")))
     stub.reset()
     body.id = "junk"
@@ -705,13 +695,14 @@ end)
 describe("delete_command (DELETE /api/v4/commands/{id})", function()
   it("case 106: basic+own deletes C_basic: true; then it is gone everywhere and its trigger is free", function()
     grant(OWN)
-    local c = as("basic")
+    local c = clients.new("basic")
     assert.is_true(c:delete_command(cmd("C_basic")))
     sent(only_request(), "DELETE", "/api/v4/commands/" .. cmd("C_basic"), nil, fx.users.basic.token)
     assert.is_true(stub.command(cmd("C_basic")).delete_at > 0)
     local _, err = c:get_command_by_id(cmd("C_basic"))
     http_error(err, 404, NOT_FOUND)
-    local _, by_id = assert_list(assert(as("sysadmin"):list_commands{ team_id = team("T"), custom_only = true }))
+    local _, by_id = assert_list(assert(clients.new("sysadmin"):list_commands{ team_id = team("T"),
+                                                                               custom_only = true }))
     assert.is_nil(by_id[cmd("C_basic")])
     _, err = c:execute_command{ channel_id = channel("CH"), command = "/basiccmd" }
     http_error(err, 404, "api.command.execute_command.not_found.app_error")
@@ -719,10 +710,10 @@ describe("delete_command (DELETE /api/v4/commands/{id})", function()
   end)
 
   it("case 107: basic+own on another's is 403; basic is 404; junk raises; unknown and deleted are 404", function()
-    local _, err = as("basic"):delete_command(cmd("C_admin"))
+    local _, err = clients.new("basic"):delete_command(cmd("C_admin"))
     http_error(err, 404, NOT_FOUND)
     grant(OWN)
-    local c = as("basic")
+    local c = clients.new("basic")
     _, err = c:delete_command(cmd("C_other"))
     http_error(err, 403, PERMISSIONS)
     assert.equal(0, stub.command(cmd("C_other")).delete_at)
@@ -731,7 +722,7 @@ describe("delete_command (DELETE /api/v4/commands/{id})", function()
     nothing_sent()
     for _, id in ipairs{ UNKNOWN, cmd("C_deleted") } do
       local ok
-      ok, err = as("sysadmin"):delete_command(id)
+      ok, err = clients.new("sysadmin"):delete_command(id)
       assert.is_nil(ok)
       http_error(err, 404, NOT_FOUND)
     end
@@ -740,7 +731,7 @@ end)
 
 describe("move_command (PUT /api/v4/commands/{id}/move)", function()
   it("case 108: sysadmin moves C_admin to T2: true; the token stays", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     assert.is_true(c:move_command(cmd("C_admin"), team("T2")))
     -- as the Go client: {"team_id":...}
     sent(only_request(), "PUT", "/api/v4/commands/" .. cmd("C_admin") .. "/move",
@@ -751,7 +742,7 @@ describe("move_command (PUT /api/v4/commands/{id}/move)", function()
   end)
 
   it("case 109: unknown team 404; bad ids raise; a body not JSON (by request) 400", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local moved, err = c:move_command(cmd("C_admin"), UNKNOWN)
     assert.is_nil(moved)
     http_error(err, 404, "app.team.get.find.app_error", "Unable to find the existing team.")
@@ -771,13 +762,13 @@ describe("move_command (PUT /api/v4/commands/{id}/move)", function()
 
   it("case 110: basic+own+others moving basic2's command to T2 is 400 creator_no_permission", function()
     grant(OWN, OTHERS)
-    local _, err = as("basic"):move_command(cmd("C_other"), team("T2"))
+    local _, err = clients.new("basic"):move_command(cmd("C_other"), team("T2"))
     http_error(err, 400, "api.command.move_command.creator_no_permission.app_error", "No permission to move command")
   end)
 
   it("case 111: basic+own moves its own command; another's is 403", function()
     grant(OWN)
-    local c = as("basic")
+    local c = clients.new("basic")
     assert.is_true(c:move_command(cmd("C_basic"), team("T2")))
     assert.equal(team("T2"), stub.command(cmd("C_basic")).team_id)
     local _, err = c:move_command(cmd("C_other"), team("T2"))
@@ -785,13 +776,13 @@ describe("move_command (PUT /api/v4/commands/{id}/move)", function()
   end)
 
   it("case 112: outsider moving an unknown command to T is 403 (destination checked first)", function()
-    local _, err = as("outsider"):move_command(UNKNOWN, team("T"))
+    local _, err = clients.new("outsider"):move_command(UNKNOWN, team("T"))
     http_error(err, 403, PERMISSIONS)
   end)
 
   it("case 113: a trigger taken on the destination is 400 duplicate_trigger; the command stays", function()
     grant(OWN)
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     assert(c:create_command(new_command{ team_id = team("T2"), trigger = "basiccmd" }))
     local _, err = c:move_command(cmd("C_basic"), team("T2"))
     http_error(err, 400, DUPLICATE)
@@ -801,7 +792,7 @@ end)
 
 describe("regen_token and regen_command_token (PUT /api/v4/commands/{id}/regen_token)", function()
   it("return the new token, the one the server now holds; no body is sent", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local t1 = assert(c:regen_token(cmd("C_admin")))
     sent(only_request(), "PUT", "/api/v4/commands/" .. cmd("C_admin") .. "/regen_token", nil, fx.users.sysadmin.token)
     assert.equal(stub.command(cmd("C_admin")).token, t1)
@@ -822,7 +813,7 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
   local function run(name, command, channel_name, extra)
     local args = { channel_id = channel(channel_name or "CH"), command = command }
     for k, v in pairs(extra or {}) do args[k] = v end
-    return as(name):execute_command(args)
+    return clients.new(name):execute_command(args)
   end
 
   it("case 114: /shrug hi: the CommandResponse as a plain table (nulls left out); a post in CH", function()
@@ -846,7 +837,7 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
   end)
 
   it("case 116: no trigger or a bad channel id raises before anything is sent", function()
-    local c = as("basic")
+    local c = clients.new("basic")
     local function bad(args, why)
       raises("^bad argument #1 to 'execute_command' %(" .. why .. "%)$", c.execute_command, c, args)
     end
@@ -877,7 +868,7 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
     http_error(err, 403, PERMISSIONS)
     _, err = run("basic", "/shrug", "CH_OUT")
     http_error(err, 403, PERMISSIONS)
-    _, err = as("sysadmin"):execute_command{ channel_id = UNKNOWN, command = "/shrug" }
+    _, err = clients.new("sysadmin"):execute_command{ channel_id = UNKNOWN, command = "/shrug" }
     http_error(err, 403, PERMISSIONS)
     _, err = run("basic", "/shrug", "CH_ARCH")
     http_error(err, 400, "api.command.execute_command.deleted.error", "Can not run command in deleted channel.")
@@ -887,7 +878,7 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
     local resp = assert(run("basic", "/basiccmd  a b"))
     assert.equal("ok from E", resp.text)
     assert.equal("in_channel", resp.response_type)
-    assert.matches(ID, resp.trigger_id)
+    assert.matches(ALPHABET, resp.trigger_id)
     assert.equal(26, #resp.trigger_id)
     local got = stub.harness_requests()
     assert.equal(1, #got)
@@ -923,7 +914,7 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
   end)
 
   it("case 121: E failing is 500, never retried; E's text/plain becomes the text", function()
-    local c = as("basic", { retries = 2, max_retry_wait = 0.01 })
+    local c = clients.new("basic", { retries = 2, max_retry_wait = 0.01 })
     local args = { channel_id = channel("CH"), command = "/basiccmd" }
     stub.harness_reply{ status = 500, body = "boom" }
     local _, err = c:execute_command(args)
@@ -971,16 +962,17 @@ describe("execute_command (POST /api/v4/commands/execute)", function()
   end)
 
   it("case 126: a body not JSON (by request) is 400 command_args; an unknown token 401", function()
-    local _, err = as("basic"):request("POST", "/commands/execute", { body = "not json" })
+    local _, err = clients.new("basic"):request("POST", "/commands/execute", { body = "not json" })
     http_error(err, 400, "api.context.invalid_body_param.app_error", "Invalid or missing command_args in request body.")
-    _, err = as(nil, { token = "nosuchtoken" }):execute_command{ channel_id = channel("CH"), command = "/shrug" }
+    _, err = clients.new(nil, { token = "nosuchtoken" }):execute_command{ channel_id = channel("CH"),
+                                                                          command = "/shrug" }
     http_error(err, 401, "api.context.session_expired.app_error")
   end)
 end)
 
 describe("the commands calls in a batch", function()
   it("run together, each result in its place, the state as if run one by one", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local x1 = assert(c:create_command(new_command{ trigger = "x1" }))
     local x2 = assert(c:create_command(new_command{ trigger = "x2" }))
     local other = assert(c:get_command_by_id(cmd("C_other")))
@@ -1021,7 +1013,7 @@ describe("the commands calls in a batch", function()
   end)
 
   it("check every call before sending any, naming the call and the argument", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local function bad(call, why)
       raises("^bad argument #1 to 'batch' %(item #2: " .. why .. "%)$", c.batch, c,
         { { "regen_token", cmd("C_admin") }, call })
@@ -1086,7 +1078,7 @@ describe("rotate_team_tokens", function()
   end
 
   it("gives every custom command of the team a new token and reports each", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local on_t2 = assert(c:create_command(new_command{ team_id = team("T2"), trigger = "ont2" }))
     local seen = {}
     local rotated, failed = c:rotate_team_tokens(team("T"), { on_result = function(command, token, err)
@@ -1097,7 +1089,7 @@ describe("rotate_team_tokens", function()
     assert_in_force(rotated)
     local want = { [cmd("C_admin")] = "C_admin", [cmd("C_basic")] = "C_basic", [cmd("C_other")] = "C_other" }
     for i, r in ipairs(rotated) do
-      assert.same({ "id", "token", "trigger" }, sorted_keys(r))
+      assert.same({ "id", "token", "trigger" }, check.keys(r))
       local name = want[r.id]
       assert.equal(fx.commands[name].trigger, r.trigger)
       assert.are_not.equal(fx.commands[name].token, r.token)
@@ -1123,7 +1115,7 @@ describe("rotate_team_tokens", function()
   end)
 
   it("with opts.commands: only those; ids outside the team fail as not_found, in the order given", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     for _ = 1, 5 do -- the order must not depend on a hash table's
       stub.reset()
       local on_t2 = assert(c:create_command(new_command{ team_id = team("T2"), trigger = "ont2" }))
@@ -1152,7 +1144,7 @@ describe("rotate_team_tokens", function()
 
   it("a user who may manage only some commands rotates those; the others are not_found, untouched", function()
     grant(OWN)
-    local rotated, failed = as("basic"):rotate_team_tokens(team("T"))
+    local rotated, failed = clients.new("basic"):rotate_team_tokens(team("T"))
     assert.same({}, failed)
     assert.equal(1, #rotated)
     assert.equal(cmd("C_basic"), rotated[1].id)
@@ -1160,7 +1152,8 @@ describe("rotate_team_tokens", function()
     assert_in_force(rotated)
     stub.reset()
     grant(OWN)
-    rotated, failed = as("basic"):rotate_team_tokens(team("T"), { commands = { cmd("C_other"), cmd("C_basic") } })
+    rotated, failed = clients.new("basic"):rotate_team_tokens(team("T"),
+                                                              { commands = { cmd("C_other"), cmd("C_basic") } })
     assert.equal(1, #rotated)
     assert_in_force(rotated)
     assert.equal(1, #failed)
@@ -1173,19 +1166,19 @@ describe("rotate_team_tokens", function()
   end)
 
   it("returns nil, err when the commands cannot be listed; nothing is rotated", function()
-    local rotated, err = as("basic"):rotate_team_tokens(team("T"))
+    local rotated, err = clients.new("basic"):rotate_team_tokens(team("T"))
     assert.is_nil(rotated)
     http_error(err, 403, PERMISSIONS)
     assert.equal(1, #stub.requests())
     local none
-    none, err = as("sysadmin"):rotate_team_tokens(team("T2"))
+    none, err = clients.new("sysadmin"):rotate_team_tokens(team("T2"))
     assert.same({}, none)
     assert.same({}, err)
   end)
 
   it("a command deleted between listing and rotation fails with its 404; the rest are in force", function()
-    local c = as("sysadmin")
-    local other = as("sysadmin")
+    local c = clients.new("sysadmin")
+    local other = clients.new("sysadmin")
     local order = {}
     local rotated, failed = c:rotate_team_tokens(team("T"), { concurrency = 1, on_result = function(command, token)
       order[#order + 1] = command.trigger
@@ -1237,7 +1230,7 @@ describe("rotate_team_tokens", function()
   end)
 
   it("arguments and options raise before anything is sent", function()
-    local c = as("sysadmin")
+    local c = clients.new("sysadmin")
     local f = c.rotate_team_tokens
     raises("^bad argument #1 to 'rotate_team_tokens' %(team id must be 26 characters, got 4%)$", f, c, "junk")
     raises("^bad argument #1 to 'rotate_team_tokens' %(team id expected, got no value%)$", f, c)

@@ -6,19 +6,19 @@
 local core = require "mm.core"
 local cjson = require "cjson"
 local mime = require "mime"
-local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
 local files = require "support.files"
 local child = require "support.child"
 local rawserver = require "support.rawserver"
 
-local raises = check.raises
+local raises, keys = check.raises, check.keys
 local unpack = table.unpack or unpack
 local fx, AUTH
 local URL = stub.url
 
-local function J(n) return fx.jobs["J" .. n].id end
+local J = clients.job
 local function api(path) return URL .. "/api/v4" .. path end
 local function fault(mode, path) return URL .. "/__fault/" .. mode .. "/api/v4" .. path end
 
@@ -29,26 +29,7 @@ local function new(opts)
   return core.new(opts)
 end
 
-local function keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
-
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b, c = f()
-  return a, b, c, socket.gettime() - t0
-end
-
--- This process's id (the first field of /proc/self/stat).
-local function pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local id = f:read("*l"):match("^(%d+)")
-  f:close()
-  return id
-end
+local timed = clients.timed
 
 -- The signals this thread blocks, as the hex mask of /proc/self/status.
 local function blocked()
@@ -62,7 +43,7 @@ end
 -- Through popen, not os.execute: system() sets SIGINT and SIGQUIT to
 -- SIG_IGN while it waits, which discards them even when pending.
 local function signal_later(sig, delay)
-  local p = assert(io.popen(("sh -c 'sleep %s; kill -%s %s' >/dev/null 2>&1 &"):format(delay, sig, pid())))
+  local p = assert(io.popen(("sh -c 'sleep %s; kill -%s %s' >/dev/null 2>&1 &"):format(delay, sig, clients.pid())))
   p:close()
 end
 
@@ -74,7 +55,7 @@ end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
   AUTH = "Authorization: Bearer " .. fx.users.sysadmin.token
 end)
 
@@ -211,13 +192,14 @@ describe("core request: the response table", function()
 
   it("timeouts: the client's, and a request's own", function()
     local c = new{ timeout = 0.3 }
-    local r, err, _, took = timed(function() return c:request("GET", fault("slow_headers:5", "/jobs/" .. J(1))) end)
+    local took, r, err = timed(function() return c:request("GET", fault("slow_headers:5", "/jobs/" .. J(1))) end)
     assert.is_nil(r)
     assert.equal("timeout", err.kind)
     assert.equal(28, err.curl_code)
     assert.is_true(took < 3, "took " .. took)
     c = new{ timeout = 30 }
-    _, err, _, took = timed(function()
+    local _
+    took, _, err = timed(function()
       return c:request("GET", fault("slow_headers:5", "/jobs/" .. J(1)), nil, nil, { timeout = 0.3 })
     end)
     assert.equal("timeout", err.kind)
@@ -353,7 +335,7 @@ describe("core transfers: start, wait, wait_for, progress, abort, pending", func
   it("wait and wait_for with a timeout return nothing when it passes first", function()
     local c = new()
     local slot = c:start("slow", "GET", fault("slow_headers:2", "/jobs/" .. J(1)))
-    local n, _, _, took = timed(function() return select("#", c:wait(0.2)) end)
+    local took, n = timed(function() return select("#", c:wait(0.2)) end)
     assert.equal(0, n)
     assert.is_true(took >= 0.15 and took < 1.5, "took " .. took)
     assert.equal(0, select("#", c:wait_for(slot, 0.05)))
@@ -370,7 +352,7 @@ describe("core transfers: start, wait, wait_for, progress, abort, pending", func
       raises("bad argument #3 to '.-' %(must be a non%-negative number of seconds%)", c.wait_for, c, slot, t)
     end
     raises("bad argument #2 to '.-' %(number expected", c.wait, c, "soon")
-    local n, _, _, took = timed(function() return select("#", c:wait(0)) end)
+    local took, n = timed(function() return select("#", c:wait(0)) end)
     assert.equal(0, n)
     assert.is_true(took < 1, "took " .. took)
     c:close()
@@ -405,7 +387,7 @@ describe("core transfers: start, wait, wait_for, progress, abort, pending", func
     assert.equal(1, tag)
     assert.is_nil(r)
     assert.same({ kind = "aborted", message = "transfer aborted before its answer was complete", curl_code = 42 }, err)
-    local _, _, _, took = timed(function()
+    local took = timed(function()
       c:abort()
       assert.same({ 0, 2 }, { c:pending() })
       for _ = 1, 2 do
@@ -475,7 +457,7 @@ describe("core max_body", function()
   it("a Content-Length over max_body is refused at once, before the body comes", function()
     local c = new{ max_body = 100 }
     -- slow_body: the headers now, the body after 5 s
-    local r, err, _, took = timed(function() return c:request("GET", fault("slow_body:5", "/jobs")) end)
+    local took, r, err = timed(function() return c:request("GET", fault("slow_body:5", "/jobs")) end)
     assert.is_nil(r)
     assert.equal("too_large", err.kind)
     assert.equal(63, err.curl_code) -- CURLE_FILESIZE_EXCEEDED: from the Content-Length
@@ -577,7 +559,7 @@ describe("core close", function()
   it("with transfers in flight: at once, idempotent; the client is unusable after", function()
     local c = new()
     for i = 1, 3 do c:start(i, "GET", fault("slow_headers:5", "/jobs/" .. J(i))) end
-    local _, _, _, took = timed(function()
+    local took = timed(function()
       c:close()
       c:close()
     end)
@@ -677,7 +659,7 @@ describe("core signal watchers", function()
     assert.is_true(core.sleep(0.01, w))
     assert.is_true(core.sleep(0, w))
     signal_later("INT", 0.2)
-    local ok, _, _, took = timed(function() return core.sleep(10, w) end)
+    local took, ok = timed(function() return core.sleep(10, w) end)
     assert.is_false(ok)
     assert.is_true(took < 5, "took " .. took)
     local name, count = w:caught()
@@ -698,7 +680,7 @@ describe("core signal watchers", function()
     local c = new()
     local slot = c:start("slow", "GET", fault("slow_headers:5", "/jobs/" .. J(1)))
     signal_later("HUP", 0.2)
-    local n, _, _, took = timed(function() return select("#", c:wait(10, w)) end)
+    local took, n = timed(function() return select("#", c:wait(10, w)) end)
     assert.equal(0, n)
     assert.is_true(took < 4, "took " .. took)
     assert.equal("HUP", (w:caught()))
@@ -733,7 +715,7 @@ describe("core signal watchers", function()
     raises("must be a non%-negative number of seconds", core.sleep, 1e9)
     raises("must be a non%-negative number of seconds", core.sleep, 0 / 0)
     raises("bad argument #2 to '.-'", core.sleep, 0, {})
-    local _, _, _, took = timed(function() return core.sleep(0.1) end)
+    local took = timed(function() return core.sleep(0.1) end)
     assert.is_true(took >= 0.09, "took " .. took)
   end)
 end)

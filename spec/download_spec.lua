@@ -3,9 +3,8 @@
 -- max_body). Every failure leaves the target as it was and no temporary
 -- file behind. Export files of any size come from POST /__stub/jobs with
 -- `file`; their content is checked with support.export_pattern.
-local mm = require "mm"
-local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
 local files = require "support.files"
 local pattern = require "support.export_pattern"
@@ -16,32 +15,13 @@ local fx, dir
 local SIZE = 3 * 1024 * 1024 + 5 -- several of the stub's 1 MiB chunks, the last one short
 local OLD = "the previous export, which must survive\n"
 
-local function client(opts)
-  opts = opts or {}
-  opts.url = opts.url or stub.url
-  opts.token = opts.token or fx.users.sysadmin.token
-  if opts.retries == nil then opts.retries = 0 end
-  return mm.new(opts)
-end
-
--- A client whose server is the stub behind fault mode `mode`.
-local function fault(mode, opts)
-  opts = opts or {}
-  opts.url = stub.url .. "/__fault/" .. mode
-  return client(opts)
-end
-
 -- A downloadable export job of `size` bytes (the stub's pattern unless
 -- `content` says "zeros"); its id.
 local function export(size, content)
   return stub.store_job({ file = { size = size or SIZE, content = content } }).job.id
 end
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 -- The target keeps its old content and nothing else is in its directory.
 local function assert_untouched(target)
@@ -51,7 +31,7 @@ end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
   stub.config{ download_export_results = true }
   dir = files.tmpdir()
 end)
@@ -62,7 +42,7 @@ describe("download_job to a file", function()
   it("writes the whole file: its byte count and content type; nothing else in the directory", function()
     local id = export()
     local target = dir .. "/export.zip"
-    local n, ctype = client():download_job(id, target)
+    local n, ctype = clients.new():download_job(id, target)
     assert.equal(SIZE, n)
     assert.equal("application/zip", ctype)
     assert.equal(SIZE, files.size(target))
@@ -74,7 +54,7 @@ describe("download_job to a file", function()
     local out = stub.store_job({ file = { size = SIZE, sha256 = true } })
     local target = dir .. "/export.zip"
     files.write(target, OLD)
-    assert.equal(SIZE, client():download_job(out.job.id, target))
+    assert.equal(SIZE, clients.new():download_job(out.job.id, target))
     assert.equal(out.file.sha256, files.sha256(target))
     assert.same({ "export.zip" }, files.list(dir))
   end)
@@ -82,7 +62,7 @@ describe("download_job to a file", function()
   it("an empty export is an empty file", function()
     local target = dir .. "/empty.zip"
     files.write(target, OLD)
-    assert.equal(0, client():download_job(export(0), target))
+    assert.equal(0, clients.new():download_job(export(0), target))
     assert.equal("", files.read(target))
     assert.same({ "empty.zip" }, files.list(dir))
   end)
@@ -90,20 +70,20 @@ describe("download_job to a file", function()
   it("a relative path is relative to the working directory", function()
     local name = "mm-download-spec-" .. tostring(os.time()) .. ".zip"
     finally(function() os.remove(name) end)
-    assert.equal(SIZE, client():download_job(export(), name))
+    assert.equal(SIZE, clients.new():download_job(export(), name))
     assert.equal(SIZE, files.size(name))
   end)
 
   it("a file name as long as the file system allows", function()
     local target = dir .. "/" .. ("x"):rep(251) .. ".zip"
-    assert.equal(SIZE, client():download_job(export(), target))
+    assert.equal(SIZE, clients.new():download_job(export(), target))
     assert.equal(SIZE, files.size(target))
     assert.same({ ("x"):rep(251) .. ".zip" }, files.list(dir))
   end)
 
   it("retries a download whose connection dropped, with nothing left from the first attempt", function()
     local target = dir .. "/export.zip"
-    local n = fault("flaky_close:1", { retries = 1 }):download_job(export(), target)
+    local n = clients.fault("flaky_close:1", "sysadmin", { retries = 1 }):download_job(export(), target)
     assert.equal(SIZE, n)
     assert.is_true(pattern.check(files.read(target), 0))
     assert.same({ "export.zip" }, files.list(dir))
@@ -118,7 +98,8 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("a connection closed mid-body (retried, each attempt cleaned up)", function()
-    local n, err = fault("close_mid_body", { retries = 2, max_retry_wait = 0 }):download_job(export(), target)
+    local c = clients.fault("close_mid_body", "sysadmin", { retries = 2, max_retry_wait = 0 })
+    local n, err = c:download_job(export(), target)
     assert.is_nil(n)
     assert.equal("network", err.kind)
     assert.equal(3, err.attempts)
@@ -126,7 +107,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("a body shorter than its Content-Length", function()
-    local n, err = fault("truncated"):download_job(export(), target)
+    local n, err = clients.fault("truncated"):download_job(export(), target)
     assert.is_nil(n)
     assert.equal("network", err.kind)
     assert.equal(18, err.curl_code) -- CURLE_PARTIAL_FILE
@@ -134,8 +115,8 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("a body slower than the timeout", function()
-    local n, err, took = timed(function()
-      return fault("slow_body:5", { timeout = 0.5 }):download_job(export(), target)
+    local took, n, err = timed(function()
+      return clients.fault("slow_body:5", "sysadmin", { timeout = 0.5 }):download_job(export(), target)
     end)
     assert.is_nil(n)
     assert.equal("timeout", err.kind)
@@ -145,14 +126,14 @@ describe("download_job failures leave the target untouched and nothing behind", 
 
   it("the server's error answers: 501 downloads off, 403, 404, 400; errors, not files", function()
     local id = export()
-    local _, err = client({ token = fx.users.basic.token }):download_job(id, target)
+    local _, err = clients.new("basic"):download_job(id, target)
     http_error(err, 403, "api.context.permissions.app_error")
-    _, err = client():download_job(fx.jobs.J8.id, target)
+    _, err = clients.new():download_job(fx.jobs.J8.id, target)
     http_error(err, 404, "api.job.unable_to_download_job")
-    _, err = client():download_job(fx.jobs.J10.id, target)
+    _, err = clients.new():download_job(fx.jobs.J10.id, target)
     http_error(err, 400, "api.job.unable_to_download_job.incorrect_job_type")
     stub.config{ download_export_results = false }
-    _, err = client():download_job(id, target)
+    _, err = clients.new():download_job(id, target)
     http_error(err, 501, "app.job.download_export_results_not_enabled")
     assert_untouched(target)
   end)
@@ -160,7 +141,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   it("a target that is a directory", function()
     local sub = dir .. "/sub"
     assert(files.run("mkdir " .. files.quote(sub)))
-    local n, err = client():download_job(export(), sub)
+    local n, err = clients.new():download_job(export(), sub)
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.matches("cannot write .*/sub: Is a directory", err.message)
@@ -168,7 +149,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
     assert.same({ "export.zip", "sub" }, files.list(dir))
     assert.same({}, files.list(sub))
     -- a name ending in "/" names a directory too
-    n, err = client():download_job(export(), sub .. "/")
+    n, err = clients.new():download_job(export(), sub .. "/")
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.same({}, files.list(sub))
@@ -177,7 +158,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   it("a target that is a FIFO, a device or another special file is never replaced", function()
     local fifo = dir .. "/fifo"
     assert(files.run("mkfifo " .. files.quote(fifo)))
-    local n, err = client():download_job(export(), fifo)
+    local n, err = clients.new():download_job(export(), fifo)
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.matches("cannot write .*/fifo: not a regular file", err.message)
@@ -188,7 +169,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   it("a symbolic link is replaced by the file; what it pointed to is never written", function()
     local link = dir .. "/link.zip"
     assert(files.run("ln -s export.zip " .. files.quote(link)))
-    assert.equal(SIZE, client():download_job(export(), link))
+    assert.equal(SIZE, clients.new():download_job(export(), link))
     assert.equal("file", files.kind(link))
     assert.equal(SIZE, files.size(link))
     assert.equal(OLD, files.read(target))
@@ -196,7 +177,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("a directory that does not exist", function()
-    local n, err = client():download_job(export(), dir .. "/no/such/export.zip")
+    local n, err = clients.new():download_job(export(), dir .. "/no/such/export.zip")
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.matches("No such file or directory", err.message)
@@ -213,7 +194,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
       ro = dir .. "/ro"
       assert(files.run("mkdir " .. files.quote(ro) .. " && chmod 555 " .. files.quote(ro)))
     end
-    local n, err = client():download_job(export(), ro .. "/export.zip")
+    local n, err = clients.new():download_job(export(), ro .. "/export.zip")
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.matches("cannot write .*/export%.zip: ", err.message)
@@ -226,7 +207,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
     finally(function() files.unmount(small) end)
     local full = small .. "/export.zip"
     files.write(full, OLD)
-    local n, err = client():download_job(export(1024 * 1024), full)
+    local n, err = clients.new():download_job(export(1024 * 1024), full)
     assert.is_nil(n)
     assert.equal("file", err.kind)
     assert.matches("No space left on device", err.message)
@@ -235,7 +216,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
   end)
 
   it("an error in on_progress stops the download and propagates", function()
-    local c = fault("slow_body:1")
+    local c = clients.fault("slow_body:1")
     local ok, msg = pcall(c.download_job, c, export(), target, {
       on_progress = function() error("stop here") end,
     })
@@ -243,7 +224,7 @@ describe("download_job failures leave the target untouched and nothing behind", 
     assert.matches("stop here", msg)
     assert_untouched(target)
     -- the client stays usable
-    assert.equal(SIZE, client():download_job(export(), dir .. "/second.zip"))
+    assert.equal(SIZE, clients.new():download_job(export(), dir .. "/second.zip"))
   end)
 end)
 
@@ -251,7 +232,7 @@ describe("download_job closed from its own on_progress", function()
   it("ends as kind 'aborted', the target untouched, nothing behind", function()
     local target = dir .. "/export.zip"
     files.write(target, OLD)
-    local c = fault("slow_body:1")
+    local c = clients.fault("slow_body:1")
     local n, err = c:download_job(export(), target, { on_progress = function() c:close() end })
     assert.is_nil(n)
     assert.equal("aborted", err.kind)
@@ -265,7 +246,7 @@ end)
 
 describe("download_job into memory", function()
   it("returns the body and the content type within max_body", function()
-    local body, ctype = client({ max_body = SIZE }):download_job(export())
+    local body, ctype = clients.new("sysadmin", { max_body = SIZE }):download_job(export())
     assert.equal(SIZE, #body)
     assert.equal("application/zip", ctype)
     assert.is_true(pattern.check(body, 0))
@@ -274,8 +255,8 @@ describe("download_job into memory", function()
   it("over max_body: too_large at once, refused by its Content-Length before any byte of the body", function()
     -- slow_body: the headers now, the body after 5 s; a refusal that waited
     -- for the body would take that long
-    local body, err, took = timed(function()
-      return fault("slow_body:5", { max_body = SIZE - 1 }):download_job(export())
+    local took, body, err = timed(function()
+      return clients.fault("slow_body:5", "sysadmin", { max_body = SIZE - 1 }):download_job(export())
     end)
     assert.is_nil(body)
     assert.equal("too_large", err.kind)
@@ -283,7 +264,7 @@ describe("download_job into memory", function()
     assert.equal("response larger than the limit (max_body " .. (SIZE - 1) .. " bytes)", err.message)
     assert.is_true(took < 2, "took " .. took)
     -- a file has no such limit
-    local n = client({ max_body = 1024 }):download_job(export(), dir .. "/export.zip")
+    local n = clients.new("sysadmin", { max_body = 1024 }):download_job(export(), dir .. "/export.zip")
     assert.equal(SIZE, n)
   end)
 end)
@@ -292,7 +273,7 @@ describe("download_job progress", function()
   it("on_progress gets (bytes, total) while the body comes and once at the end", function()
     local calls = {}
     local target = dir .. "/export.zip"
-    local n = fault("slow_body:1"):download_job(export(), target, {
+    local n = clients.fault("slow_body:1"):download_job(export(), target, {
       on_progress = function(bytes, total) calls[#calls + 1] = { bytes, total } end,
     })
     assert.equal(SIZE, n)
@@ -308,11 +289,11 @@ describe("download_job progress", function()
 
   it("into memory too; not called for an error answer", function()
     local calls = 0
-    local body = client():download_job(export(), nil, { on_progress = function() calls = calls + 1 end })
+    local body = clients.new():download_job(export(), nil, { on_progress = function() calls = calls + 1 end })
     assert.equal(SIZE, #body)
     assert.is_true(calls >= 1)
     calls = 0
-    local _, err = client():download_job(fx.jobs.J8.id, nil, { on_progress = function() calls = calls + 1 end })
+    local _, err = clients.new():download_job(fx.jobs.J8.id, nil, { on_progress = function() calls = calls + 1 end })
     http_error(err, 404, "api.job.unable_to_download_job")
     assert.equal(0, calls)
   end)
@@ -323,7 +304,7 @@ describe("downloads in a batch", function()
     local a, b = export(), export(SIZE + 4096)
     local untouched = dir .. "/j8.zip"
     files.write(untouched, OLD)
-    local results, failed = client():batch({
+    local results, failed = clients.new():batch({
       { "download_job", a, dir .. "/a.zip" },
       { "download_job", b, dir .. "/b.zip" },
       { "download_job", fx.jobs.J8.id, untouched },
@@ -346,7 +327,7 @@ describe("downloads in a batch", function()
   end)
 
   it("a client closed from a batch callback removes the partial files", function()
-    local c = fault("slow_body:1")
+    local c = clients.fault("slow_body:1")
     local big = export(1024 ^ 3, "zeros")
     local results = c:batch({
       { "get_jobs", { per_page = 1 } },
@@ -372,7 +353,7 @@ describe("download_job memory", function()
     f:close()
     local id = export(64 * 1024 * 1024, "zeros")
     local base = status("VmRSS")
-    local n = client():download_job(id, dir .. "/big.zip")
+    local n = clients.new():download_job(id, dir .. "/big.zip")
     assert.equal(64 * 1024 * 1024, n)
     local grew = status("VmHWM") - base
     assert.is_true(grew < 16 * 1024, "peak RSS grew by " .. grew .. " KiB")
@@ -381,7 +362,7 @@ end)
 
 describe("download_job arguments", function()
   it("are checked before anything is sent or written", function()
-    local c = client()
+    local c = clients.new()
     raises("bad argument #2 to 'download_job' %(file name expected, got number%)", c.download_job, c,
            fx.jobs.J6.id, 5)
     raises("bad argument #1 to 'download_job' %(id must be 26 characters, got 7%)", c.download_job, c,

@@ -8,23 +8,17 @@ local mm = require "mm"
 local cjson = require "cjson"
 local mime = require "mime"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
+local bad_values = require "support.bad_values"
 local files = require "support.files"
 local rawserver = require "support.rawserver"
 
 local raises, http_error = check.raises, check.http_error
 local fx
-local RANDOM = "4xp9fdt7pbgium38k8k9kdzdwe" -- well-formed; no job has it
+local UNKNOWN = clients.UNKNOWN
 
-local function J(n) return fx.jobs["J" .. n].id end
-
-local function client(user, opts)
-  opts = opts or {}
-  opts.url = opts.url or stub.url
-  opts.token = opts.token or fx.users[user].token
-  if opts.retries == nil then opts.retries = 0 end
-  return mm.new(opts)
-end
+local J = clients.job
 
 -- Fixture jobs as the client must return them: plain tables, a null
 -- `data` left out, no stub-only `file`.
@@ -81,25 +75,25 @@ local function j6_bytes() return mime.unb64(fx.jobs.J6.file.base64) end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
 end)
 
 describe("get_jobs (GET /api/v4/jobs)", function()
   it("case 47: page 0 of 2 -> J10, J9 as a Lua sequence of plain jobs", function()
-    local list, err = client("sysadmin"):get_jobs{ page = 0, per_page = 2 }
+    local list, err = clients.new("sysadmin"):get_jobs{ page = 0, per_page = 2 }
     assert.is_nil(err)
     assert_jobs(list, 10, 9)
     assert_sent("sysadmin", { "GET", "/api/v4/jobs?page=0&per_page=2" })
   end)
 
   it("case 47: no query sends none; every readable job, newest first, J11 never", function()
-    assert_jobs(client("sysadmin"):get_jobs(), 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
-    assert_jobs(client("sysadmin"):get_jobs{}, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+    assert_jobs(clients.new("sysadmin"):get_jobs(), 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+    assert_jobs(clients.new("sysadmin"):get_jobs{}, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
     assert_sent("sysadmin", { "GET", "/api/v4/jobs" }, { "GET", "/api/v4/jobs" })
   end)
 
   it("case 48: job_type and status filters, alone and together, keys in a stable order", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert_jobs(c:get_jobs{ job_type = "ldap_sync" }, 4)
     assert_jobs(c:get_jobs{ status = "pending" }, 5, 4, 1)
     assert_jobs(c:get_jobs{ status = "pending", job_type = "ldap_sync" }, 4)
@@ -113,7 +107,7 @@ describe("get_jobs (GET /api/v4/jobs)", function()
   end)
 
   it("numbers in the query are whole decimals without exponent or fraction", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert_jobs(c:get_jobs{ page = 2.0, per_page = 4.0 }, 2, 1)
     assert.same({}, c:get_jobs{ page = 2 ^ 31 - 1, per_page = 200 })
     assert.same({}, c:get_jobs{ per_page = 0 }) -- an empty page, not the default 60
@@ -122,31 +116,31 @@ describe("get_jobs (GET /api/v4/jobs)", function()
   end)
 
   it("case 49: basic -> 403; sysmanager active_users -> 403", function()
-    local list, err = client("basic"):get_jobs()
+    local list, err = clients.new("basic"):get_jobs()
     local _
     assert.is_nil(list)
     http_error(err, 403, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
     assert.equal("GET", err.method)
     assert.equal("/api/v4/jobs", err.path)
     assert.equal(1, err.attempts)
-    _, err = client("sysmanager"):get_jobs{ job_type = "active_users" }
+    _, err = clients.new("sysmanager"):get_jobs{ job_type = "active_users" }
     http_error(err, 403, "api.context.permissions.app_error")
     assert.equal("/api/v4/jobs?job_type=active_users", err.path)
   end)
 
   it("case 50: a job_type the server does not know -> 400 invalid_url_param", function()
-    local _, err = client("sysadmin"):get_jobs{ job_type = "no_such" }
+    local _, err = clients.new("sysadmin"):get_jobs{ job_type = "no_such" }
     http_error(err, 400, "api.context.invalid_url_param.app_error",
                "Invalid or missing job_type parameter in request URL.")
   end)
 
   it("case 51: job_type cleanup_desktop_tokens -> 400 nopermissions", function()
-    local _, err = client("sysadmin"):get_jobs{ job_type = "cleanup_desktop_tokens" }
+    local _, err = clients.new("sysadmin"):get_jobs{ job_type = "cleanup_desktop_tokens" }
     http_error(err, 400, "api.job.retrieve.nopermissions")
   end)
 
   it("case 52: status=bogus is refused before sending; the server's 400 through request", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     raises("bad argument #1 to 'get_jobs' %(field 'status': job status must be one of pending, in_progress, "
       .. "success, error, cancel_requested, canceled, warning, got 'bogus'%)", c.get_jobs, c, { status = "bogus" })
     assert.same({}, stub.requests())
@@ -159,10 +153,11 @@ describe("get_jobs (GET /api/v4/jobs)", function()
     -- the stub answers a clean 400; a raw server sends what the Go handler
     -- writes when its gzip wrapper does not hold the body back
     local body = '[]{"id":"api.job.status.invalid","message":"Invalid status set","detailed_error":"",'
-      .. '"request_id":"' .. RANDOM .. '","status_code":400}'
+      .. '"request_id":"' .. UNKNOWN .. '","status_code":400}'
     local srv = rawserver.start{ "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. #body
       .. "\r\n\r\n" .. body }
-    local v, err = client(nil, { url = srv.url, token = "t" }):request("GET", "jobs", { query = { status = "bogus" } })
+    local c = clients.new(nil, { url = srv.url, token = "t" })
+    local v, err = c:request("GET", "jobs", { query = { status = "bogus" } })
     srv:finish()
     assert.is_nil(v)
     assert.equal("decode", err.kind)
@@ -172,7 +167,7 @@ describe("get_jobs (GET /api/v4/jobs)", function()
 
   it("case 53: an empty store answers null: an empty table; [] with status: an empty table", function()
     stub.clear_jobs()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local list, err = c:get_jobs()
     assert.is_nil(err)
     assert.same({}, list)
@@ -190,7 +185,7 @@ describe("get_jobs (GET /api/v4/jobs)", function()
     end
     local srv = rawserver.start{ answer('{"id":"x"}'), answer('[{"id":"x"},5]'), answer("[]"), answer("null"),
                                  answer('[{"id":"x","data":null}]') }
-    local c = client(nil, { url = srv.url, token = "t" })
+    local c = clients.new(nil, { url = srv.url, token = "t" })
     local v, err = c:get_jobs()
     local _
     assert.is_nil(v)
@@ -213,7 +208,7 @@ end)
 
 describe("get_jobs_by_type (GET /api/v4/jobs/type/{job_type})", function()
   it("case 54: active_users per_page 2 -> J3, J2; page 1 -> J1", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert_jobs(c:get_jobs_by_type("active_users", { per_page = 2 }), 3, 2)
     assert_jobs(c:get_jobs_by_type("active_users", { page = 1, per_page = 2 }), 1)
     assert_jobs(c:get_jobs_by_type("active_users"), 3, 2, 1)
@@ -222,7 +217,7 @@ describe("get_jobs_by_type (GET /api/v4/jobs/type/{job_type})", function()
   end)
 
   it("case 55: an empty or 33-character type is refused before sending; the server's answers via request", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     raises("bad argument #1 to 'get_jobs_by_type' %(job type must be letters, digits, '_' or '%-', got ''%)",
            c.get_jobs_by_type, c, "")
     raises("bad argument #1 to 'get_jobs_by_type' %(job type must be at most 32 characters, got 33%)",
@@ -238,7 +233,7 @@ describe("get_jobs_by_type (GET /api/v4/jobs/type/{job_type})", function()
   end)
 
   it("case 56: an unknown type -> 400 nopermissions; a readable type without jobs -> empty", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local _, err = c:get_jobs_by_type("no_such_type")
     http_error(err, 400, "api.job.retrieve.nopermissions")
     local list = assert(c:get_jobs_by_type("elasticsearch_post_aggregation"))
@@ -246,9 +241,9 @@ describe("get_jobs_by_type (GET /api/v4/jobs/type/{job_type})", function()
   end)
 
   it("case 57: basic data_retention -> 403; sysmanager elasticsearch_post_indexing -> 200", function()
-    local _, err = client("basic"):get_jobs_by_type("data_retention")
+    local _, err = clients.new("basic"):get_jobs_by_type("data_retention")
     http_error(err, 403, "api.context.permissions.app_error")
-    assert.same({}, assert(client("sysmanager"):get_jobs_by_type("elasticsearch_post_indexing")))
+    assert.same({}, assert(clients.new("sysmanager"):get_jobs_by_type("elasticsearch_post_indexing")))
   end)
 end)
 
@@ -258,38 +253,38 @@ describe("download_job (GET /api/v4/jobs/{id}/download)", function()
   after_each(function() files.remove(dir) end)
 
   it("case 58: downloads off -> 501, an error and no file, before the lookup", function()
-    local c = client("basic")
-    local body, err = c:download_job(RANDOM)
+    local c = clients.new("basic")
+    local body, err = c:download_job(UNKNOWN)
     assert.is_nil(body)
     http_error(err, 501, "app.job.download_export_results_not_enabled",
       "DownloadExportResults in config.json is false. Please set this to true to download the results of this job.")
     local n
-    n, err = c:download_job(RANDOM, dir .. "/out.zip")
+    n, err = c:download_job(UNKNOWN, dir .. "/out.zip")
     assert.is_nil(n)
     http_error(err, 501, "app.job.download_export_results_not_enabled")
     assert.same({}, files.list(dir))
-    assert_sent("basic", { "GET", "/api/v4/jobs/" .. RANDOM .. "/download" },
-                { "GET", "/api/v4/jobs/" .. RANDOM .. "/download" })
+    assert_sent("basic", { "GET", "/api/v4/jobs/" .. UNKNOWN .. "/download" },
+                { "GET", "/api/v4/jobs/" .. UNKNOWN .. "/download" })
   end)
 
   it("case 59: unknown id -> 404; basic and sysmanager J6 -> 403", function()
     download_on()
-    local _, err = client("basic"):download_job(RANDOM, dir .. "/out.zip")
+    local _, err = clients.new("basic"):download_job(UNKNOWN, dir .. "/out.zip")
     http_error(err, 404, "app.job.get.app_error", "Unable to get the job.")
-    _, err = client("basic"):download_job(J(6))
+    _, err = clients.new("basic"):download_job(J(6))
     http_error(err, 403, "api.context.permissions.app_error")
-    _, err = client("sysmanager"):download_job(J(6), dir .. "/out.zip")
+    _, err = clients.new("sysmanager"):download_job(J(6), dir .. "/out.zip")
     http_error(err, 403, "api.context.permissions.app_error")
     assert.same({}, files.list(dir))
   end)
 
   it("case 60: not downloadable -> 400; another type -> 400 incorrect_job_type, also for basic", function()
     download_on()
-    local _, err = client("sysadmin"):download_job(J(7))
+    local _, err = clients.new("sysadmin"):download_job(J(7))
     http_error(err, 400, "api.job.unable_to_download_job", "Unable to download this job")
-    _, err = client("sysadmin"):download_job(J(10), dir .. "/out.zip")
+    _, err = clients.new("sysadmin"):download_job(J(10), dir .. "/out.zip")
     http_error(err, 400, "api.job.unable_to_download_job.incorrect_job_type")
-    _, err = client("basic"):download_job(J(10))
+    _, err = clients.new("basic"):download_job(J(10))
     http_error(err, 400, "api.job.unable_to_download_job.incorrect_job_type")
     assert.same({}, files.list(dir))
   end)
@@ -297,7 +292,7 @@ describe("download_job (GET /api/v4/jobs/{id}/download)", function()
   it("case 61: J8 (no file) and J9 (absolute export_dir) -> 404 unable_to_download_job", function()
     download_on()
     for _, n in ipairs{ 8, 9 } do
-      local _, err = client("sysadmin"):download_job(J(n), dir .. "/out.zip")
+      local _, err = clients.new("sysadmin"):download_job(J(n), dir .. "/out.zip")
       http_error(err, 404, "api.job.unable_to_download_job", "Unable to download this job")
     end
     assert.same({}, files.list(dir))
@@ -305,7 +300,7 @@ describe("download_job (GET /api/v4/jobs/{id}/download)", function()
 
   it("case 62: J6 -> the stored bytes, in memory or in a file, and the content type", function()
     download_on()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local body, ctype = c:download_job(J(6))
     assert.equal(j6_bytes(), body)
     assert.equal("application/zip", ctype)
@@ -322,7 +317,7 @@ describe("download_job (GET /api/v4/jobs/{id}/download)", function()
 
   it("case 63: id 1234 is refused before sending; the server's 400 through request", function()
     download_on()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     raises("bad argument #1 to 'download_job' %(id must be 26 characters, got 4%)", c.download_job, c, "1234")
     assert.same({}, stub.requests())
     local _, err = c:request("GET", "jobs/1234/download")
@@ -333,13 +328,13 @@ end)
 
 describe("cancel_job (POST /api/v4/jobs/{id}/cancel)", function()
   it("case 64: basic -> 403; sysadmin -> true and J1 is canceled; a POST without a body", function()
-    local ok, err = client("basic"):cancel_job(J(1))
+    local ok, err = clients.new("basic"):cancel_job(J(1))
     assert.is_nil(ok)
     http_error(err, 403, "api.context.permissions.app_error")
     assert.equal("POST", err.method)
     assert.equal("/api/v4/jobs/" .. J(1) .. "/cancel", err.path)
     assert.equal("pending", status_of(1))
-    ok, err = client("sysadmin"):cancel_job(J(1))
+    ok, err = clients.new("sysadmin"):cancel_job(J(1))
     assert.is_true(ok)
     assert.is_nil(err)
     assert.equal("canceled", status_of(1))
@@ -350,12 +345,12 @@ describe("cancel_job (POST /api/v4/jobs/{id}/cancel)", function()
   end)
 
   it("case 65: in-progress J2 -> true, then cancel_requested", function()
-    assert.is_true(client("sysadmin"):cancel_job(J(2)))
+    assert.is_true(clients.new("sysadmin"):cancel_job(J(2)))
     assert.equal("cancel_requested", status_of(2))
   end)
 
   it("case 66: a finished job, or one canceled already -> 500, never retried (POST)", function()
-    local c = client("sysadmin", { retries = 2 })
+    local c = clients.new("sysadmin", { retries = 2 })
     local _, err = c:cancel_job(J(3))
     http_error(err, 500, "jobs.request_cancellation.status.error",
                "Could not request cancellation for job that is not in a cancelable state.")
@@ -367,8 +362,8 @@ describe("cancel_job (POST /api/v4/jobs/{id}/cancel)", function()
   end)
 
   it("case 67: unknown id -> 404; J11 -> 400 incorrect_job_type; 1234 refused, the server's 400 via request", function()
-    local c = client("sysadmin")
-    local _, err = c:cancel_job(RANDOM)
+    local c = clients.new("sysadmin")
+    local _, err = c:cancel_job(UNKNOWN)
     http_error(err, 404, "app.job.get.app_error")
     _, err = c:cancel_job(J(11))
     http_error(err, 400, "api.job.unable_to_create_job.incorrect_job_type")
@@ -383,25 +378,25 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
   local function url(n) return "/api/v4/jobs/" .. (type(n) == "number" and J(n) or n) .. "/status" end
 
   it("case 68: basic -> 403; a body without status (via request) -> 400 before the permission check", function()
-    local ok, err = client("basic"):update_job_status(J(5), "cancel_requested")
+    local ok, err = clients.new("basic"):update_job_status(J(5), "cancel_requested")
     local _
     assert.is_nil(ok)
     http_error(err, 403, "api.context.permissions.app_error")
     assert.equal("PATCH", err.method)
-    _, err = client("basic"):request("PATCH", url(5), { body = {} })
+    _, err = clients.new("basic"):request("PATCH", url(5), { body = {} })
     http_error(err, 400, "api.context.invalid_body_param.app_error", "Invalid or missing status in request body.")
     assert_sent("basic", { "PATCH", url(5), '{"status":"cancel_requested"}' }, { "PATCH", url(5), "{}" })
     assert.equal("pending", status_of(5))
   end)
 
   it("case 69: pending J5 to cancel_requested, force false -> true, and J5 is canceled", function()
-    assert.is_true(client("sysadmin"):update_job_status(J(5), "cancel_requested", { force = false }))
+    assert.is_true(clients.new("sysadmin"):update_job_status(J(5), "cancel_requested", { force = false }))
     assert.equal("canceled", status_of(5))
     assert_sent("sysadmin", { "PATCH", url(5), '{"status":"cancel_requested","force":false}' })
   end)
 
   it("case 70: pending -> canceled: 400; with force -> true", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local _, err = c:update_job_status(J(5), "canceled")
     http_error(err, 400, "api.job.status.invalid", "Invalid status set")
     assert.equal("pending", status_of(5))
@@ -412,7 +407,7 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
   end)
 
   it("case 71: a finished job re-queued with force; in_progress -> pending without", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     assert.is_true(c:update_job_status(J(3), "pending", { force = true }))
     assert.equal("pending", status_of(3))
     assert.is_true(c:update_job_status(J(2), "pending", {}))
@@ -422,7 +417,7 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
   end)
 
   it("case 72: to success -> 400; forced -> 500, never retried (PATCH)", function()
-    local c = client("sysadmin", { retries = 2 })
+    local c = clients.new("sysadmin", { retries = 2 })
     local _, err = c:update_job_status(J(4), "success")
     http_error(err, 400, "api.job.status.invalid")
     _, err = c:update_job_status(J(4), "success", { force = true })
@@ -433,7 +428,7 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
   end)
 
   it("case 73: force as a string and a non-string status are refused; the server's answers via request", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     raises("bad argument #3 to 'update_job_status' %(field 'force': boolean expected, got string%)",
            c.update_job_status, c, J(4), "canceled", { force = "true" })
     raises("bad argument #2 to 'update_job_status' %(job status must be one of .-, got number%)",
@@ -447,8 +442,8 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
   end)
 
   it("case 74: unknown id -> 404; J11 -> 400 unable_to_manage_job", function()
-    local c = client("sysadmin")
-    local _, err = c:update_job_status(RANDOM, "canceled")
+    local c = clients.new("sysadmin")
+    local _, err = c:update_job_status(UNKNOWN, "canceled")
     http_error(err, 404, "app.job.get.app_error")
     _, err = c:update_job_status(J(11), "canceled")
     http_error(err, 400, "api.job.unable_to_manage_job.incorrect_job_type",
@@ -457,20 +452,9 @@ describe("update_job_status (PATCH /api/v4/jobs/{id}/status)", function()
 end)
 
 describe("jobs arguments are checked before anything is sent", function()
-  local BAD_IDS = {
-    { nil, "id expected, got no value" }, { 42, "id expected, got number" }, { {}, "id expected, got table" },
-    { "", "id must be 26 characters, got 0" }, { "1234", "id must be 26 characters, got 4" },
-    { ("a"):rep(27), "id must be 26 characters, got 27" },
-    { "4XP9FDT7PBGIUM38K8K9KDZDWE", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd/e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdz%2e", "only lower%-case letters and digits" },
-    { "4xp9fdt7pbgium38k8k9kdzd\0e", "only lower%-case letters and digits" },
-  }
-
   it("every id argument", function()
-    local c = client("sysadmin")
-    for _, case in ipairs(BAD_IDS) do
+    local c = clients.new("sysadmin")
+    for _, case in ipairs(bad_values.IDS) do
       local pat = "%(.-" .. case[2]
       raises("bad argument #1 to 'cancel_job' " .. pat, c.cancel_job, c, case[1])
       raises("bad argument #1 to 'update_job_status' " .. pat, c.update_job_status, c, case[1], "canceled")
@@ -481,7 +465,7 @@ describe("jobs arguments are checked before anything is sent", function()
   end)
 
   it("query tables: kinds, ranges and names", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local bad = {
       { "x", "query table expected, got string" }, { 5, "query table expected, got number" },
       { { pages = 1 }, "unknown field 'pages' %(expected 'page', 'per_page', 'job_type', 'status'%)" },
@@ -519,7 +503,7 @@ describe("jobs arguments are checked before anything is sent", function()
   end)
 
   it("status and options of update_job_status", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     for _, s in ipairs{ { nil, "got no value" }, { "", "got ''" }, { "Canceled", "got 'Canceled'" },
                         { "bogus", "got 'bogus'" }, { true, "got boolean" } } do
       raises("bad argument #2 to 'update_job_status' %(job status must be one of pending, in_progress, success, "
@@ -534,7 +518,7 @@ describe("jobs arguments are checked before anything is sent", function()
   end)
 
   it("file and options of download_job", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     for _, f in ipairs{ { "", "file name expected, got string" }, { 5, "file name expected, got number" },
                         { {}, "file name expected, got table" }, { "a\0b", "file name must not contain NUL bytes" } } do
       raises("bad argument #2 to 'download_job' %(" .. f[2], c.download_job, c, J(6), f[1])
@@ -564,7 +548,7 @@ describe("jobs calls in a batch", function()
 
   it("every jobs operation by name; results and errors in order; a download to a path gives its byte count", function()
     download_on()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local path = dir .. "/J6.zip"
     local results, failed = c:batch({
       { "get_jobs", { per_page = 2 } },
@@ -605,14 +589,14 @@ describe("jobs calls in a batch", function()
   end)
 
   it("an empty list sends nothing", function()
-    local results, failed = client("sysadmin"):batch({})
+    local results, failed = clients.new("sysadmin"):batch({})
     assert.same({}, results)
     assert.equal(0, failed)
     assert.same({}, stub.requests())
   end)
 
   it("checks every call's arguments before sending any", function()
-    local c = client("sysadmin")
+    local c = clients.new("sysadmin")
     local good = { "cancel_job", J(1) }
     local bad = {
       { { "cancel_job", "1234" }, "item #2: argument #1: id must be 26 characters, got 4" },
@@ -679,25 +663,25 @@ describe("jobs calls on an independent Mattermost-shaped server", function()
   it("sends these exact bytes and reads {\"status\":\"OK\"} in either case", function()
     local srv = rawserver.start{ reply('{"status":"OK"}'), reply('{"status":"ok"}'), reply('{"status":"FAIL"}'),
                                  reply('{"status":"OK"}') }
-    local c = client(nil, { url = srv.url, token = "tok" })
-    assert.is_true(c:update_job_status(RANDOM, "canceled", { force = true }))
-    assert.is_true(c:cancel_job(RANDOM))
-    local ok, err = c:cancel_job(RANDOM)
+    local c = clients.new(nil, { url = srv.url, token = "tok" })
+    assert.is_true(c:update_job_status(UNKNOWN, "canceled", { force = true }))
+    assert.is_true(c:cancel_job(UNKNOWN))
+    local ok, err = c:cancel_job(UNKNOWN)
     assert.is_nil(ok)
     assert.equal("decode", err.kind)
     assert.equal("status is not OK: FAIL", err.message)
-    assert.is_true(c:update_job_status(RANDOM, "pending"))
+    assert.is_true(c:update_job_status(UNKNOWN, "pending"))
     local got = srv:finish()
     local host = srv.url:match("//(.*)")
     local ua = "User-Agent: lua-mattermost/" .. mm._VERSION .. " (libcurl/" .. require("mm.core").curl_version .. ")"
     local head = "Host: " .. host .. "\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer tok\r\n"
       .. "Accept: application/json\r\n" .. ua .. "\r\n"
     assert.same({
-      "PATCH /api/v4/jobs/" .. RANDOM .. "/status HTTP/1.1\r\n" .. head
+      "PATCH /api/v4/jobs/" .. UNKNOWN .. "/status HTTP/1.1\r\n" .. head
         .. 'Content-Type: application/json\r\nContent-Length: 34\r\n\r\n{"status":"canceled","force":true}',
-      "POST /api/v4/jobs/" .. RANDOM .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
-      "POST /api/v4/jobs/" .. RANDOM .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
-      "PATCH /api/v4/jobs/" .. RANDOM .. "/status HTTP/1.1\r\n" .. head
+      "POST /api/v4/jobs/" .. UNKNOWN .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
+      "POST /api/v4/jobs/" .. UNKNOWN .. "/cancel HTTP/1.1\r\n" .. head .. "Content-Length: 0\r\n\r\n",
+      "PATCH /api/v4/jobs/" .. UNKNOWN .. "/status HTTP/1.1\r\n" .. head
         .. 'Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"status":"pending"}',
     }, got)
   end)
@@ -705,10 +689,10 @@ end)
 
 describe("compression", function()
   it("Accept-Encoding: gzip is sent unless compression = false; a gzipped list decodes the same", function()
-    local plain = client("sysadmin", { compression = false })
+    local plain = clients.new("sysadmin", { compression = false })
     local list = assert(plain:get_jobs())
     assert_jobs(list, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
-    assert_jobs(client("sysadmin"):get_jobs(), 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+    assert_jobs(clients.new("sysadmin"):get_jobs(), 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
     local reqs = stub.requests()
     check.sent(reqs[1], { method = "GET", uri = "/api/v4/jobs", token = fx.users.sysadmin.token, gzip = false })
     check.sent(reqs[2], { method = "GET", uri = "/api/v4/jobs", token = fx.users.sysadmin.token })

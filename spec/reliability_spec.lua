@@ -3,20 +3,15 @@
 -- process-wide surprises. Each numbered problem of the issue is a case
 -- here that failed on the code before it.
 local mm = require "mm"
-local socket = require "socket"
 local stub = require "support.stubctl"
 local clients = require "support.client"
 local raises = require("support.check").raises
 
 local fx
 
-local function cmd(name) return fx.commands[name].id end
+local cmd, UNKNOWN = clients.cmd, clients.UNKNOWN
 
-local function timed(f)
-  local t0 = socket.gettime()
-  local a, b = f()
-  return a, b, socket.gettime() - t0
-end
+local timed = clients.timed
 
 -- The token the stub holds now for fixture command `name`.
 local function live_token(name)
@@ -31,7 +26,7 @@ end)
 describe("results as they arrive", function()
   it("on_result(i, value, err) is called once per item as each answer arrives", function()
     local c = clients.new()
-    local ids = { cmd("C_admin"), "4xp9fdt7pbgium38k8k9kdzdwe", cmd("C_other") }
+    local ids = { cmd("C_admin"), UNKNOWN, cmd("C_other") }
     local seen = {}
     local results, failed = c:regen_tokens(ids, { concurrency = 1, on_result = function(i, value, err)
       -- the value is final when it is reported: the stub holds that token already
@@ -83,7 +78,7 @@ describe("issue 10 #3: closing the client from a callback", function()
   it("an item in flight when the client closes comes back as 'aborted'", function()
     local c = clients.fault("slow_headers:1")
     local ids = { cmd("C_admin"), cmd("C_other") }
-    local results, failed = c:batch({ { "get_job", "4xp9fdt7pbgium38k8k9kdzdwe" }, { "regen_token", ids[1] },
+    local results, failed = c:batch({ { "get_job", UNKNOWN }, { "regen_token", ids[1] },
       { "regen_token", ids[2] } }, { concurrency = 2, on_result = function(i) if i == 1 then c:close() end end })
     assert.equal(3, failed)
     assert.equal(404, results[1].status)
@@ -130,14 +125,14 @@ describe("interrupts through a signal watcher", function()
     local watcher = mm.catch_signals{ "TERM" }
     local c = clients.fault("503", "sysadmin", { interrupt = watcher, retries = 3, max_retry_wait = 5 })
     os.execute("(sleep 0.3; kill -TERM " .. clients.pid() .. ") >/dev/null 2>&1 &")
-    local _, err, dt = timed(function() return c:get_job("4xp9fdt7pbgium38k8k9kdzdwe") end)
+    local dt, _, err = timed(function() return c:get_job(UNKNOWN) end)
     assert.equal("TERM", (watcher:caught()))
     watcher:close()
     assert.equal(503, err.status)
     assert.is_true(dt < 2, "took " .. dt)
     -- and once the watcher has caught a signal, nothing more is sent
     local before = #stub.requests()
-    local _, err2 = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err2 = c:get_job(UNKNOWN)
     assert.equal("canceled", err2.kind)
     assert.equal(before, #stub.requests())
   end)
@@ -146,7 +141,7 @@ end)
 describe("issue 10 #4: wait_job is bounded by its timeout", function()
   it("returns 'wait_timeout' after the timeout even when a poll never answers", function()
     local c = clients.fault("slow_headers:30", "sysadmin", { timeout = 4 })
-    local done, err, dt = timed(function() return c:wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 1 }) end)
+    local dt, done, err = timed(function() return c:wait_job(UNKNOWN, { timeout = 1 }) end)
     assert.is_nil(done)
     assert.equal("wait_timeout", err.kind)
     assert.is_true(dt >= 0.99 and dt < 1.6, "took " .. dt)
@@ -155,7 +150,7 @@ describe("issue 10 #4: wait_job is bounded by its timeout", function()
 
   it("a retry that would outlast the deadline is not waited for", function()
     local c = clients.fault("503", "sysadmin", { retries = 5, max_retry_wait = 10 })
-    local _, err, dt = timed(function() return c:wait_job("4xp9fdt7pbgium38k8k9kdzdwe", { timeout = 0.5 }) end)
+    local dt, _, err = timed(function() return c:wait_job(UNKNOWN, { timeout = 0.5 }) end)
     assert.is_true(dt < 1, "took " .. dt)
     assert.is_true(err.kind == "wait_timeout" or err.status == 503, tostring(err))
   end)
@@ -163,7 +158,7 @@ end)
 
 describe("error kinds say what happened", function()
   it("an answer that is not HTTP is 'protocol'", function()
-    local _, err = clients.fault("not_http"):get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = clients.fault("not_http"):get_job(UNKNOWN)
     assert.equal("protocol", err.kind)
   end)
 
@@ -174,7 +169,7 @@ describe("error kinds say what happened", function()
 
   it("a Content-Length over max_body is refused at once, before the body comes", function()
     local c = clients.fault("slow_body:3", "sysadmin", { max_body = 1024, timeout = 10 })
-    local _, err, dt = timed(function() return c:get_jobs{ per_page = 200 } end)
+    local dt, _, err = timed(function() return c:get_jobs{ per_page = 200 } end)
     assert.equal("too_large", err.kind)
     assert.is_true(dt < 1, "took " .. dt)
   end)
@@ -195,7 +190,7 @@ describe("no process-wide surprises", function()
       local lines = {}
       local c = clients.fault("503", "sysadmin", { retries = 2, max_retry_wait = 1,
         debug = function(line) lines[#lines + 1] = line end })
-      c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+      c:get_job(UNKNOWN)
       local drawn = {}
       for _, l in ipairs(lines) do drawn[#drawn + 1] = l:match("^retrying in (%S+) s") end
       waits[k] = table.concat(drawn, " ")
@@ -207,7 +202,7 @@ describe("no process-wide surprises", function()
   it("scrubbing a short token never garbles other text", function()
     stub.config{ developer = true }
     local c = clients.new(nil, { token = "c" })
-    local _, err = c:get_job("4xp9fdt7pbgium38k8k9kdzdwe")
+    local _, err = c:get_job(UNKNOWN)
     assert.equal("api.context.session_expired.app_error", err.id)
     assert.equal("token=[redacted]", err.detailed_error)
   end)
@@ -223,7 +218,7 @@ describe("issue 10 #1: pacing to the server's rate limiter", function()
   it("300 calls at 200/s burst 20 and concurrency 16: none fails, none is refused", function()
     stub.config{ rate_limit = { per_sec = 200, burst = 20 } }
     local c = clients.new()
-    local results, failed, dt = timed(function() return c:regen_tokens(ids(300), { concurrency = 16 }) end)
+    local dt, results, failed = timed(function() return c:regen_tokens(ids(300), { concurrency = 16 }) end)
     assert.equal(0, failed)
     assert.equal(300, #results)
     -- every request reached the server once: no 429 was needed
@@ -263,7 +258,7 @@ describe("a single call and signals", function()
     local c = clients.fault("slow_headers:3", "sysadmin", { interrupt = watcher, timeout = 10 })
     os.execute("(sleep 0.3; kill -INT " .. clients.pid() .. "; sleep 0.3; kill -INT " .. clients.pid()
       .. ") >/dev/null 2>&1 &")
-    local _, err, dt = timed(function() return c:get_job("4xp9fdt7pbgium38k8k9kdzdwe") end)
+    local dt, _, err = timed(function() return c:get_job(UNKNOWN) end)
     local sig, count = watcher:caught()
     watcher:close()
     assert.equal("INT", sig)
@@ -302,7 +297,7 @@ describe("downloads and the timeout", function()
     local c = clients.fault("slow_body:3", "sysadmin", { timeout = 1 })
     local file = os.tmpname()
     os.remove(file)
-    local _, err, dt = timed(function() return c:download_job(fx.jobs.J6.id, file) end)
+    local dt, _, err = timed(function() return c:download_job(fx.jobs.J6.id, file) end)
     assert.equal("timeout", err.kind)
     assert.is_true(dt < 2.5, "took " .. dt)
     assert.is_nil(io.open(file))

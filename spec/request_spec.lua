@@ -7,21 +7,14 @@ local cjson = require "cjson"
 local mime = require "mime"
 local socket = require "socket"
 local stub = require "support.stubctl"
+local clients = require "support.client"
 local check = require "support.check"
 local files = require "support.files"
 
 local raises, http_error = check.raises, check.http_error
 local fx
 
-local function client(opts)
-  opts = opts or {}
-  opts.url = opts.url or stub.url
-  opts.token = opts.token or fx.users.sysadmin.token
-  if opts.retries == nil then opts.retries = 0 end
-  return mm.new(opts)
-end
-
-local function J(n) return fx.jobs["J" .. n].id end
+local J = clients.job
 
 -- The URIs the stub received, in order.
 local function uris()
@@ -32,12 +25,12 @@ end
 
 before_each(function()
   stub.reset()
-  fx = fx or stub.fixtures()
+  fx = clients.fixtures()
 end)
 
 describe("request: answers", function()
   it("decodes JSON answers into plain tables; the content type comes second", function()
-    local c = client()
+    local c = clients.new()
     local job, ctype = c:request("GET", "jobs/" .. J(3))
     assert.equal("application/json", ctype)
     assert.equal(J(3), job.id)
@@ -53,7 +46,7 @@ describe("request: answers", function()
   end)
 
   it("POST and PUT with JSON answers: a created job (201), a new token", function()
-    local c = client()
+    local c = clients.new()
     local job = assert(c:request("POST", "jobs", { body = '{"type":"active_users","data":{"k":"v"}}' }))
     assert.equal("active_users", job.type)
     assert.same({ k = "v" }, job.data)
@@ -68,7 +61,7 @@ describe("request: answers", function()
   end)
 
   it("a table body is sent as JSON", function()
-    local c = client()
+    local c = clients.new()
     local job = assert(c:request("POST", "jobs", { body = { type = "active_users" } }))
     assert.equal("active_users", job.type)
     assert.equal('{"type":"active_users"}', stub.requests()[1].body)
@@ -77,18 +70,18 @@ describe("request: answers", function()
 
   it("answers that are not JSON come back as they are", function()
     stub.config{ download_export_results = true }
-    local body, ctype = client():request("GET", "jobs/" .. J(6) .. "/download")
+    local body, ctype = clients.new():request("GET", "jobs/" .. J(6) .. "/download")
     assert.equal(mime.unb64(fx.jobs.J6.file.base64), body)
     assert.equal("application/zip", ctype)
     -- JSON sent as text/html: the text
-    body, ctype = client({ url = stub.url .. "/__fault/wrong_type" }):request("GET", "jobs/" .. J(1))
+    body, ctype = clients.fault("wrong_type"):request("GET", "jobs/" .. J(1))
     assert.equal("text/html", ctype)
     assert.equal(J(1), cjson.decode(body).id)
   end)
 
   it("JSON null is mm.null; [] an empty table", function()
     stub.clear_jobs()
-    local c = client()
+    local c = clients.new()
     local v, ctype = c:request("GET", "jobs")
     assert.equal(mm.null, v)
     assert.equal("application/json", ctype)
@@ -96,22 +89,22 @@ describe("request: answers", function()
   end)
 
   it("errors are the methods' errors: AppError fields, method and path", function()
-    local v, err = client({ token = fx.users.basic.token }):request("GET", "jobs", { query = { per_page = 1 } })
+    local v, err = clients.new("basic"):request("GET", "jobs", { query = { per_page = 1 } })
     local _
     assert.is_nil(v)
     http_error(err, 403, "api.context.permissions.app_error")
     assert.equal("GET", err.method)
     assert.equal("/api/v4/jobs?per_page=1", err.path)
-    _, err = client():request("GET", "no/such/route")
+    _, err = clients.new():request("GET", "no/such/route")
     http_error(err, 404, "api.context.404.app_error")
-    _, err = client({ url = stub.url .. "/__fault/bad_json" }):request("GET", "jobs/" .. J(1))
+    _, err = clients.fault("bad_json"):request("GET", "jobs/" .. J(1))
     assert.equal("decode", err.kind)
     assert.equal(200, err.status)
   end)
 
   it("a timeout is kind 'timeout'", function()
     local t0 = socket.gettime()
-    local _, err = client({ url = stub.url .. "/__fault/slow_headers:5", timeout = 0.3 }):request("GET", "jobs")
+    local _, err = clients.fault("slow_headers:5", "sysadmin", { timeout = 0.3 }):request("GET", "jobs")
     assert.equal("timeout", err.kind)
     assert.is_true(socket.gettime() - t0 < 3)
   end)
@@ -125,7 +118,7 @@ end)
 
 describe("request: HEAD", function()
   it("sends no body and reads none; errors keep their status; retried like GET", function()
-    local c = client({ url = stub.url .. "/__fault/flaky503:1", retries = 1, max_retry_wait = 0 })
+    local c = clients.fault("flaky503:1", "sysadmin", { retries = 1, max_retry_wait = 0 })
     local v, err = c:request("HEAD", "jobs/" .. J(1))
     -- the stub routes GET only: a HEAD is the router's 404, which has no body to read
     assert.is_nil(v)
@@ -144,7 +137,7 @@ end)
 
 describe("request: paths", function()
   it("relative to /api/v4, with or without a leading slash, or starting with /api/v4", function()
-    local c = client()
+    local c = clients.new()
     for _, p in ipairs{ "jobs/" .. J(1), "/jobs/" .. J(1), "/api/v4/jobs/" .. J(1), "api/v4/jobs/" .. J(1) } do
       assert.equal(J(1), c:request("GET", p).id)
     end
@@ -153,13 +146,13 @@ describe("request: paths", function()
   end)
 
   it("keeps the URL's sub-path", function()
-    local c = client({ url = stub.url .. "/mattermost/" })
+    local c = clients.new("sysadmin", { url = stub.url .. "/mattermost/" })
     assert.equal(J(1), c:request("GET", "/api/v4/jobs/" .. J(1)).id)
     assert.same({ "/mattermost/api/v4/jobs/" .. J(1) }, uris())
   end)
 
   it("percent-encodes what a path segment cannot hold; keeps escapes and sub-delimiters", function()
-    local c = client()
+    local c = clients.new()
     c:request("GET", "files/é[x]{y}|\"<>^`\\")
     c:request("GET", "a+b/c=d;e,f/g:h@i!$&'()*/~._-")
     c:request("GET", "x/a%20b/%2F")
@@ -168,7 +161,7 @@ describe("request: paths", function()
   end)
 
   it("refuses paths that leave /api/v4 or split the request, before sending", function()
-    local c = client()
+    local c = clients.new()
     local bad = {
       { nil, "path expected, got no value" }, { 5, "path expected, got number" }, { "", "path expected, got string" },
       { "..", "must not contain '%.' or '%.%.' segments" }, { "../users", "segments" },
@@ -188,7 +181,7 @@ describe("request: paths", function()
   end)
 
   it("refuses dot segments spelt with escapes (%2e), which servers decode first", function()
-    local c = client()
+    local c = clients.new()
     for _, p in ipairs{ "%2e%2e", "/%2e%2e/%2e%2e/__stub/ping", "/jobs/%2E%2e/x", "/.%2e/x", "/%2e/jobs" } do
       raises("bad argument #2 to 'request' %(path must not contain '%.' or '%.%.' segments%)", c.request, c, "GET", p)
     end
@@ -201,7 +194,7 @@ end)
 
 describe("request: query", function()
   it("sorted keys, repeated keys for lists, RFC 3986 unreserved characters kept, the rest %XX", function()
-    local c = client()
+    local c = clients.new()
     c:request("GET", "jobs", { query = {
       b = "x y", a = { "1", "2" }, ["c d"] = "é/?&=#+%", e = true, f = 1.5, g = 2 ^ 53, h = "AZaz09-._~", i = false,
       j = "", k = 0,
@@ -211,20 +204,20 @@ describe("request: query", function()
   end)
 
   it("the server reads what was meant", function()
-    local list = assert(client():request("GET", "jobs", { query = { job_type = "ldap_sync", per_page = 5 } }))
+    local list = assert(clients.new():request("GET", "jobs", { query = { job_type = "ldap_sync", per_page = 5 } }))
     assert.equal(1, #list)
     assert.equal(J(4), list[1].id)
     assert.same({ "/api/v4/jobs?job_type=ldap_sync&per_page=5" }, uris())
   end)
 
   it("an empty query table adds nothing", function()
-    client():request("GET", "jobs", { query = {} })
-    client():request("GET", "jobs", { query = { a = {} } })
+    clients.new():request("GET", "jobs", { query = {} })
+    clients.new():request("GET", "jobs", { query = { a = {} } })
     assert.same({ "/api/v4/jobs", "/api/v4/jobs" }, uris())
   end)
 
   it("refuses values it cannot send, before sending", function()
-    local c = client()
+    local c = clients.new()
     local bad = {
       { { [1] = "x" }, "option 'query' must have string keys" },
       { { a = print }, "query value 'a' must be a string, number or boolean" },
@@ -243,7 +236,7 @@ end)
 
 describe("request: arguments", function()
   it("methods: the six of the API, any case; anything else raises", function()
-    local c = client()
+    local c = clients.new()
     assert.equal(J(1), c:request("get", "jobs/" .. J(1)).id)
     for _, m in ipairs{ "OPTIONS", "TRACE", "CONNECT", "", "GET ", 5 } do
       raises("bad argument #1 to 'request' %(method must be one of GET, HEAD, POST, PUT, PATCH, DELETE%)",
@@ -254,7 +247,7 @@ describe("request: arguments", function()
   end)
 
   it("options: names, types, a body where none can go, bodies JSON cannot hold", function()
-    local c = client()
+    local c = clients.new()
     local bad = {
       { "GET", "x", "options table expected, got string" },
       { "GET", { qeury = {} }, "unknown option 'qeury'" },
@@ -274,7 +267,7 @@ describe("request: arguments", function()
   end)
 
   it("a dot call and a closed client raise", function()
-    local c = client()
+    local c = clients.new()
     raises("call request with a colon", c.request, "GET", "jobs")
     c:close()
     raises("attempt to use a closed client", c.request, c, "GET", "jobs")
@@ -286,7 +279,7 @@ describe("request: idempotence and retries", function()
   -- Each method once through flaky503:1 (the first request per method and
   -- path fails with 503): how many times it was sent, and the outcome.
   local function through_flaky(m, opts)
-    local c = client({ url = stub.url .. "/__fault/flaky503:1", retries = 1, max_retry_wait = 0 })
+    local c = clients.fault("flaky503:1", "sysadmin", { retries = 1, max_retry_wait = 0 })
     local v, err = c:request(m, "jobs/" .. J(1), opts)
     return #stub.requests(), v == nil and err or nil
   end
@@ -326,7 +319,7 @@ describe("request: idempotence and retries", function()
 
   it("a dropped connection is retried for GET, not for POST", function()
     local function flaky()
-      return client({ url = stub.url .. "/__fault/flaky_close:1", retries = 1, max_retry_wait = 0 })
+      return clients.fault("flaky_close:1", "sysadmin", { retries = 1, max_retry_wait = 0 })
     end
     assert.equal(J(1), flaky():request("GET", "jobs/" .. J(1)).id)
     -- a fresh client: on a reused connection libcurl itself sends a request
@@ -342,7 +335,7 @@ describe("request: debug log and scrubbing", function()
   it("logs each request and answer; the token never shows, even in the path or the query", function()
     local token = fx.users.sysadmin.token
     local lines = {}
-    local c = client({ debug = function(l) lines[#lines + 1] = l end })
+    local c = clients.new("sysadmin", { debug = function(l) lines[#lines + 1] = l end })
     assert(c:request("GET", "jobs", { query = { per_page = 1, t = token } }))
     local _, err = c:request("GET", "jobs/" .. token)
     http_error(err, 404, "app.job.get.app_error")
@@ -361,7 +354,7 @@ describe("request: debug log and scrubbing", function()
 
   it("logs a body's size, not the body", function()
     local lines = {}
-    local c = client({ debug = function(l) lines[#lines + 1] = l end })
+    local c = clients.new("sysadmin", { debug = function(l) lines[#lines + 1] = l end })
     assert(c:request("POST", "jobs", { body = '{"type":"active_users","data":{"secret":"s3cr3t"}}' }))
     local log = table.concat(lines, "\n")
     assert.matches("> Content%-Type: application/json\n> %[50 bytes of body%]", log)
@@ -376,7 +369,7 @@ describe("request: the file option", function()
 
   it("writes a 2xx body to the file and returns its size; an error answer writes nothing", function()
     stub.config{ download_export_results = true }
-    local c = client()
+    local c = clients.new()
     local zip = mime.unb64(fx.jobs.J6.file.base64)
     local n, ctype = c:request("GET", "jobs/" .. J(6) .. "/download", { file = dir .. "/J6.zip" })
     assert.equal(#zip, n)

@@ -27,7 +27,7 @@ local function channel(name) return fx.channels[name].id end
 local function user(name) return fx.users[name].id end
 
 -- +own / +others: the role toggles of §6, on team_user.
-local function grant(...) config({ grant = { role = "team_user", permissions = { ... } } }) end
+local function grant(...) stub.grant("team_user", { ... }) end
 
 -- POST /api/v4/commands with the JSON of `tbl`.
 local function create(as, tbl) return call("POST", "/api/v4/commands", { as = as, body = cjson.encode(tbl) }) end
@@ -70,11 +70,6 @@ local function move(id, as, body)
 end
 local function move_to(id, as, team_name) return move(id, as, cjson.encode({ team_id = team(team_name) })) end
 local function list(as, query) return call("GET", "/api/v4/commands?" .. query, { as = as }) end
-
-local function assert_status_ok(r)
-  assert.are.equal(200, r.status)
-  assert.are.equal('{"status":"OK"}', r.body) -- upper-case, no newline
-end
 
 before_each(function()
   fx = stub.reset()
@@ -493,7 +488,7 @@ end)
 describe("DELETE /api/v4/commands/{id}", function()
   it("case 106: basic+own deletes C_basic -> {\"status\":\"OK\"}; then it is gone everywhere", function()
     grant(OWN)
-    assert_status_ok(delete(cmd("C_basic"), "basic"))
+    stub.assert_status_ok(delete(cmd("C_basic"), "basic"))
     assert_error(get(cmd("C_basic"), "sysadmin"), 404, "store.sql_command.save.get.app_error")
     assert_error(delete(cmd("C_basic"), "sysadmin"), 404, "store.sql_command.save.get.app_error")
     local _, by_id = list_of(list("sysadmin", "team_id=" .. team("T") .. "&custom_only=true"))
@@ -519,7 +514,7 @@ end)
 
 describe("PUT /api/v4/commands/{id}/move", function()
   it("case 108: sysadmin moves C_admin to T2 -> OK; same token, team T2", function()
-    assert_status_ok(move_to(cmd("C_admin"), "sysadmin", "T2"))
+    stub.assert_status_ok(move_to(cmd("C_admin"), "sysadmin", "T2"))
     local c = command_of(get(cmd("C_admin"), "sysadmin"))
     assert.are.equal(team("T2"), c.team_id)
     assert.are.equal(fx.commands.C_admin.token, c.token)
@@ -546,7 +541,7 @@ describe("PUT /api/v4/commands/{id}/move", function()
   it("case 111: basic+own moves its own to T2 -> OK; another's -> 403", function()
     grant(OWN)
     assert_error(move_to(cmd("C_other"), "basic", "T2"), 403, "api.context.permissions.app_error")
-    assert_status_ok(move_to(cmd("C_basic"), "basic", "T2"))
+    stub.assert_status_ok(move_to(cmd("C_basic"), "basic", "T2"))
     assert.are.equal(team("T2"), command_of(get(cmd("C_basic"), "sysadmin")).team_id)
   end)
 

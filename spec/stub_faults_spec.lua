@@ -1,29 +1,22 @@
 -- Fault modes of the stub (/__fault/<mode>/...): each answers as designed.
 -- Run: bin/mm-stub run -- lua5.4 /usr/bin/busted --tags=faults spec/stub_faults_spec.lua
 local rawhttp = require "support.rawhttp"
+local S = require "support.stubapi"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local URL = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STUB_URL unset)")
+local URL, control = S.URL, S.control
 local URL2 = assert(os.getenv("MM_STUB_URL2"))
 
 local fx
 
-local function control(method, path, body)
-  local r = assert(rawhttp.request(URL, { method = method, path = path, body = body }))
-  assert(r.status == 200, "control " .. path .. ": " .. tostring(r.status) .. " " .. r.body)
-  return cjson.decode(r.body)
-end
-
 local JOB1 = '{"type":"active_users","data":{"thing":"stuff"}}'
-
-local function auth() return { { "Authorization", "Bearer " .. fx.users.sysadmin.token } } end
 
 -- POST a job through a fault mode; returns the connection (open) and the request.
 local function open_post(mode, timeout)
   local conn = assert(rawhttp.connect(URL, timeout))
   assert(conn:send(conn:build({ method = "POST", path = "/__fault/" .. mode .. "/api/v4/jobs",
-                                headers = auth(), body = JOB1 })))
+                                headers = S.auth("sysadmin"), body = JOB1 })))
   return conn
 end
 
@@ -34,10 +27,7 @@ local function post(mode, timeout)
   return r, err
 end
 
-before_each(function()
-  control("POST", "/__stub/reset")
-  fx = control("GET", "/__stub/fixtures")
-end)
+before_each(function() fx = S.reset() end)
 
 describe("fault modes #faults", function()
   it("pass: the normal answer", function()
@@ -139,7 +129,8 @@ describe("fault modes #faults", function()
     local r = assert(post("redirect"))
     assert.are.equal(307, r.status)
     assert.are.equal(URL2 .. "/api/v4/jobs", r.h["location"])
-    local r2 = assert(rawhttp.request(URL2, { method = "POST", path = "/api/v4/jobs", headers = auth(), body = JOB1 }))
+    local r2 = assert(rawhttp.request(URL2, { method = "POST", path = "/api/v4/jobs", headers = S.auth("sysadmin"),
+                                              body = JOB1 }))
     assert.are.equal(201, r2.status)
     assert.are.equal(401, assert(rawhttp.request(URL2, { method = "POST", path = "/api/v4/jobs", body = JOB1 })).status)
     local log = control("GET", "/__stub/redirect_log")
@@ -165,7 +156,7 @@ describe("fault modes #faults", function()
     assert.are.equal(503, post("flaky503:2").status)
     assert.are.equal(201, post("flaky503:2").status)
     assert.are.equal(201, post("flaky503:2").status)
-    local other = assert(rawhttp.request(URL, { method = "GET", headers = auth(),
+    local other = assert(rawhttp.request(URL, { method = "GET", headers = S.auth("sysadmin"),
                                                 path = "/__fault/flaky503:2/api/v4/jobs/1234" }))
     assert.are.equal(503, other.status)
     control("POST", "/__stub/reset")
@@ -216,7 +207,7 @@ describe("TLS listener #faults", function()
 
   it("serves the emulator over TLS with the generated self-signed certificate", function()
     assert.is_truthy(TLS_URL and CAFILE, "stub started without TLS")
-    local r = assert(rawhttp.request(TLS_URL, { method = "POST", path = "/api/v4/jobs", headers = auth(),
+    local r = assert(rawhttp.request(TLS_URL, { method = "POST", path = "/api/v4/jobs", headers = S.auth("sysadmin"),
                                                 body = JOB1, cafile = CAFILE }))
     assert.are.equal(201, r.status)
     assert.are.equal("active_users", cjson.decode(r.body).type)

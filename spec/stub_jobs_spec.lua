@@ -5,11 +5,13 @@
 local rawhttp = require "support.rawhttp"
 local S = require "support.stubapi"
 local pattern = require "support.export_pattern"
+local files = require "support.files"
 local cjson = require "cjson"
 local mime = require "mime"
 local socket = require "socket"
 
 local call, control, config, assert_error = S.call, S.control, S.config, S.assert_error
+local assert_status_ok = S.assert_status_ok
 
 local function J(n) return S.fx.jobs["J" .. n] end
 local function jobs(...)
@@ -32,12 +34,6 @@ local function job_now(id)
   local r = call("GET", "/api/v4/jobs/" .. id, { as = "sysadmin" })
   assert.are.equal(200, r.status, r.body)
   return cjson.decode(r.body)
-end
-
-local function assert_ok(r)
-  assert.are.equal(200, r.status, r.body)
-  assert.are.equal("application/json", r.h["content-type"])
-  assert.are.equal('{"status":"OK"}', r.body) -- upper-case, no newline
 end
 
 local function cancel(id, as) return call("POST", "/api/v4/jobs/" .. id .. "/cancel", { as = as or "sysadmin" }) end
@@ -321,7 +317,7 @@ describe("POST /api/v4/jobs/{id}/cancel", function()
   it("case 64: basic -> 403; sysadmin cancels pending J1 -> 200 OK, and J1 is canceled", function()
     assert_error(cancel(J(1).id, "basic"), 403, "api.context.permissions.app_error")
     local before = socket.gettime() * 1000
-    assert_ok(cancel(J(1).id))
+    assert_status_ok(cancel(J(1).id))
     local job = job_now(J(1).id)
     assert.are.equal("canceled", job.status) -- not cancel_requested
     assert.is_true(job.last_activity_at >= before - 1000)
@@ -329,7 +325,7 @@ describe("POST /api/v4/jobs/{id}/cancel", function()
   end)
 
   it("case 65: in-progress J2 -> 200, then cancel_requested (fixtures never advance)", function()
-    assert_ok(cancel(J(2).id))
+    assert_status_ok(cancel(J(2).id))
     assert.are.equal("cancel_requested", job_now(J(2).id).status)
     assert.are.equal("cancel_requested", job_now(J(2).id).status)
   end)
@@ -337,7 +333,7 @@ describe("POST /api/v4/jobs/{id}/cancel", function()
   it("case 66: a finished job, or one canceled already -> 500 request_cancellation", function()
     assert_error(cancel(J(3).id), 500, "jobs.request_cancellation.status.error",
                  "Could not request cancellation for job that is not in a cancelable state.")
-    assert_ok(cancel(J(1).id))
+    assert_status_ok(cancel(J(1).id))
     assert_error(cancel(J(1).id), 500, "jobs.request_cancellation.status.error")
     config({ developer = true })
     assert_error(cancel(J(3).id), 500, "jobs.request_cancellation.status.error", nil, "id=" .. J(3).id)
@@ -349,21 +345,21 @@ describe("POST /api/v4/jobs/{id}/cancel", function()
                  "Invalid or missing job_id parameter in request URL.")
     assert_error(cancel(J(11).id), 400, "api.job.unable_to_create_job.incorrect_job_type")
     -- the create permission decides: sysmanager may create ldap_sync jobs, not data_retention
-    assert_ok(cancel(J(4).id, "sysmanager"))
+    assert_status_ok(cancel(J(4).id, "sysmanager"))
     assert_error(cancel(J(5).id, "sysmanager"), 403, "api.context.permissions.app_error")
     S.assert_404_route(call("GET", "/api/v4/jobs/" .. J(5).id .. "/cancel", { as = "sysadmin" }),
                        "/api/v4/jobs/" .. J(5).id .. "/cancel")
   end)
 
   it("a body is ignored; jobs created by POST /jobs are cancelable while their worker runs", function()
-    assert_ok(call("POST", "/api/v4/jobs/" .. J(1).id .. "/cancel", { as = "sysadmin", body = "not json" }))
+    assert_status_ok(call("POST", "/api/v4/jobs/" .. J(1).id .. "/cancel", { as = "sysadmin", body = "not json" }))
     local job = create()
-    assert_ok(cancel(job.id))
+    assert_status_ok(cancel(job.id))
     assert.are.equal("canceled", job_now(job.id).status)
     config({ job_outcome = "never" })
     job = create()
     assert.are.equal("in_progress", job_now(job.id).status)
-    assert_ok(cancel(job.id))
+    assert_status_ok(cancel(job.id))
     assert.are.equal("cancel_requested", control("GET", "/__stub/jobs/" .. job.id).status)
     -- its worker notices at the next poll (stub pacing)
     assert.are.equal("canceled", job_now(job.id).status)
@@ -383,23 +379,23 @@ describe("PATCH /api/v4/jobs/{id}/status", function()
   end)
 
   it("case 69: pending J5 to cancel_requested -> 200, and J5 is canceled", function()
-    assert_ok(patch(J(5).id, '{"status":"cancel_requested","force":false}'))
+    assert_status_ok(patch(J(5).id, '{"status":"cancel_requested","force":false}'))
     assert.are.equal("canceled", job_now(J(5).id).status)
   end)
 
   it("case 70: pending -> canceled is no valid change: 400; forced -> 200", function()
     assert_error(patch(J(5).id, '{"status":"canceled"}'), 400, "api.job.status.invalid", "Invalid status set")
     assert.are.equal("pending", job_now(J(5).id).status)
-    assert_ok(patch(J(5).id, '{"status":"canceled","force":true}'))
+    assert_status_ok(patch(J(5).id, '{"status":"canceled","force":true}'))
     assert.are.equal("canceled", job_now(J(5).id).status)
   end)
 
   it("case 71: forced re-queue of a finished job; in_progress -> pending without force", function()
-    assert_ok(patch(J(3).id, '{"status":"pending","force":true}'))
+    assert_status_ok(patch(J(3).id, '{"status":"pending","force":true}'))
     local j3 = job_now(J(3).id)
     assert.are.equal("pending", j3.status)
     assert.are.equal(100, j3.progress) -- only status and last_activity_at change
-    assert_ok(patch(J(2).id, '{"status":"pending"}'))
+    assert_status_ok(patch(J(2).id, '{"status":"pending"}'))
     assert.are.equal("pending", job_now(J(2).id).status)
   end)
 
@@ -418,7 +414,7 @@ describe("PATCH /api/v4/jobs/{id}/status", function()
       assert_error(patch(J(4).id, body), 400, "api.context.invalid_body_param.app_error")
     end
     -- the first JSON value only; a repeated key: the last one
-    assert_ok(patch(J(4).id, '{"status":"bogus","status":"cancel_requested"} trailing'))
+    assert_status_ok(patch(J(4).id, '{"status":"bogus","status":"cancel_requested"} trailing'))
     assert.are.equal("canceled", job_now(J(4).id).status)
   end)
 
@@ -432,9 +428,9 @@ describe("PATCH /api/v4/jobs/{id}/status", function()
   it("cancel_requested even when forced only from pending or in_progress; canceled after cancel_requested", function()
     assert_error(patch(J(3).id, '{"status":"cancel_requested","force":true}'), 500,
                  "jobs.request_cancellation.status.error")
-    assert_ok(patch(J(2).id, '{"status":"cancel_requested"}'))
+    assert_status_ok(patch(J(2).id, '{"status":"cancel_requested"}'))
     assert.are.equal("cancel_requested", job_now(J(2).id).status)
-    assert_ok(patch(J(2).id, '{"status":"canceled"}'))
+    assert_status_ok(patch(J(2).id, '{"status":"canceled"}'))
     assert.are.equal("canceled", job_now(J(2).id).status)
   end)
 end)
@@ -456,7 +452,7 @@ describe("job downloads through the fault modes #faults", function()
     local conn = assert(rawhttp.connect(S.URL, timeout))
     local t0 = socket.gettime()
     local r, err = conn:request({ method = "GET", path = "/__fault/" .. mode .. "/api/v4/jobs/" .. id .. "/download",
-                                  headers = { { "Authorization", "Bearer " .. S.fx.users.sysadmin.token } } })
+                                  headers = S.auth("sysadmin") })
     conn:close()
     return r, err, socket.gettime() - t0
   end
@@ -527,14 +523,6 @@ end)
 describe("control API: jobs", function()
   local PREFIX = assert(os.getenv("MM_STUB_PREFIX"))
 
-  local function file_size(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local size = f:seek("end")
-    f:close()
-    return size
-  end
-
   it("GET /__stub/fixtures: J1-J11 with fixed NewId-shaped ids, oldest first, as the contract lists them", function()
     local want = {
       { "active_users", "pending" }, { "active_users", "in_progress" }, { "active_users", "success" },
@@ -562,7 +550,7 @@ describe("control API: jobs", function()
     assert.are.equal("export/" .. J(6).id .. ".zip", f.path)
     assert.is_truthy(f.sha256:match("^" .. ("%x"):rep(64) .. "$"))
     assert.are.equal(f.size, #mime.unb64(f.base64))
-    assert.are.equal(f.size, file_size(PREFIX .. "/files/" .. f.path))
+    assert.are.equal(f.size, files.size(PREFIX .. "/files/" .. f.path))
     assert.is_nil(J(8).file)
   end)
 
@@ -600,7 +588,7 @@ describe("control API: jobs", function()
     assert.are.same({ is_downloadable = "true" }, out.job.data)
     local f = out.file
     assert.are.same({ "export/" .. out.job.id .. ".zip", size, "pattern" }, { f.path, f.size, f.content })
-    assert.are.equal(size, file_size(PREFIX .. "/files/" .. f.path))
+    assert.are.equal(size, files.size(PREFIX .. "/files/" .. f.path))
     local d = download(out.job.id)
     assert.are.equal(200, d.status)
     assert.are.equal(size, #d.body)
@@ -627,7 +615,7 @@ describe("control API: jobs", function()
     local size = 5 * 1024 ^ 3 + 1
     local r, out = store({ file = { size = size, content = "zeros" } })
     assert.are.equal(200, r.status, r.body)
-    assert.are.equal(size, file_size(PREFIX .. "/files/" .. out.file.path))
+    assert.are.equal(size, files.size(PREFIX .. "/files/" .. out.file.path))
     local d = download(out.job.id, "sysadmin", { { "Range", "bytes=-10" } })
     assert.are.equal(206, d.status)
     assert.are.equal(("bytes %d-%d/%d"):format(size - 10, size - 1, size), d.h["content-range"])
@@ -654,17 +642,17 @@ describe("control API: jobs", function()
   it("DELETE /__stub/jobs empties the store and removes generated files; reset restores the fixtures", function()
     local _, out = store({ file = { size = 5000 } })
     local path = PREFIX .. "/files/" .. out.file.path
-    assert.are.equal(5000, file_size(path))
+    assert.are.equal(5000, files.size(path))
     control("DELETE", "/__stub/jobs")
-    assert.is_nil(file_size(path))
+    assert.is_nil(files.size(path))
     assert.are.same({}, control("GET", "/__stub/jobs"))
     assert_error(call("GET", "/api/v4/jobs/" .. J(1).id, { as = "sysadmin" }), 404, "app.job.get.app_error")
     -- fixture files belong to the file store, not the job store
-    assert.are.equal(J(6).file.size, file_size(PREFIX .. "/files/" .. J(6).file.path))
+    assert.are.equal(J(6).file.size, files.size(PREFIX .. "/files/" .. J(6).file.path))
     _, out = store({ file = { size = 5000 } })
     path = PREFIX .. "/files/" .. out.file.path
     S.reset()
-    assert.is_nil(file_size(path))
+    assert.is_nil(files.size(path))
     assert.are.equal(11, #control("GET", "/__stub/jobs"))
     assert.are.equal("pending", job_now(J(1).id).status)
   end)

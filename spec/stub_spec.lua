@@ -1,35 +1,14 @@
 -- Black-box spec of the stub server against contract §7 (cases 1-46).
 -- Run: bin/mm-stub run -- lua5.4 /usr/bin/busted spec/stub_spec.lua
 local rawhttp = require "support.rawhttp"
+local S = require "support.stubapi"
 local cjson = require "cjson"
 
-local URL = assert(os.getenv("MM_STUB_URL"), "run under bin/mm-stub run (MM_STUB_URL unset)")
-
-local ALPHA = "[ybndrfg8ejkmcpqxot1uwisza345h769]"
-local ID_PATTERN = "^" .. ALPHA:rep(25) .. "[yrecowah]$"
+local URL, ID_PATTERN = S.URL, S.ID_PATTERN
+local call, control, config, token, assert_error = S.call, S.control, S.config, S.token, S.assert_error
+local assert_404_route, random_id, now_ms = S.assert_404_route, S.random_id, S.now_ms
 
 local fx -- GET /__stub/fixtures
-
-local function control(method, path, body)
-  local r = assert(rawhttp.request(URL, { method = method, path = path, body = body }))
-  assert(r.status == 200, "control " .. path .. ": " .. tostring(r.status) .. " " .. r.body)
-  return cjson.decode(r.body)
-end
-
-local function config(tbl) return control("PUT", "/__stub/config", cjson.encode(tbl)) end
-
-local function token(user) return fx.users[user].token end
-
--- An API request. opts: as = user (Bearer PAT), headers = list, body, method.
-local function call(method, path, opts)
-  opts = opts or {}
-  local headers = {}
-  if opts.as then headers[#headers + 1] = { "Authorization", "Bearer " .. token(opts.as) } end
-  for _, h in ipairs(opts.headers or {}) do headers[#headers + 1] = h end
-  local r, err = rawhttp.request(URL, { method = method, path = path, headers = headers, body = opts.body })
-  assert(r and not err, "request failed: " .. tostring(err))
-  return r
-end
 
 local function post_job(body, opts)
   opts = opts or {}
@@ -47,50 +26,7 @@ local function job_of(r)
   return cjson.decode(r.body), r.body
 end
 
--- Assert an AppError answer (§1.4): status, id, exact key order, no
--- trailing newline, request_id equal to the X-Request-Id header.
-local function assert_error(r, status, id, message)
-  assert.are.equal(status, r.status)
-  assert.are.equal("application/json", r.h["content-type"])
-  local rid = r.h["x-request-id"]
-  assert.is_truthy(rid and rid:match(ID_PATTERN), "X-Request-Id: " .. tostring(rid))
-  local pat = '^{"id":"([^"]*)","message":"([^"]*)","detailed_error":"([^"]*)",'
-    .. '"request_id":"([^"]*)","status_code":(%d+)}$'
-  local gid, gmsg, detail, grid, gstatus = r.body:match(pat)
-  assert.is_truthy(gid, "not an AppError body: " .. r.body)
-  assert.are.equal(id, gid)
-  if message then assert.are.equal(message, gmsg) end
-  assert.are.equal("", detail) -- EnableDeveloper off (case 45)
-  assert.are.equal(rid, grid)
-  assert.are.equal(status, tonumber(gstatus))
-  assert.is_truthy(r.h["x-version-id"])
-  return gmsg
-end
-
-local function assert_404_route(r, path)
-  assert.are.equal(404, r.status)
-  local body = cjson.decode(r.body)
-  assert.are.equal("api.context.404.app_error", body.id)
-  assert.are.equal("Sorry, we could not find the page.", body.message)
-  assert.are.equal("There doesn't appear to be an api call for the url='" .. path
-    .. "'.  Typo? are you missing a team_id or user_id as part of the url?", body.detailed_error)
-  assert.are.equal(404, body.status_code)
-  assert.is_nil(body.request_id)
-end
-
-local function random_id()
-  local chars = "ybndrfg8ejkmcpqxot1uwisza345h769"
-  local t = {}
-  for i = 1, 25 do local n = math.random(#chars); t[i] = chars:sub(n, n) end
-  return table.concat(t) .. "y"
-end
-
-local function now_ms() return math.floor(require("socket").gettime() * 1000) end
-
-before_each(function()
-  control("POST", "/__stub/reset")
-  fx = control("GET", "/__stub/fixtures")
-end)
+before_each(function() fx = S.reset() end)
 
 describe("POST /api/v4/jobs", function()
   it("case 1: sysadmin creates an active_users job -> 201 pending job", function()
@@ -205,8 +141,8 @@ describe("POST /api/v4/jobs", function()
   it("case 17: a body past nginx's own limit (64 MiB) still gets the AppError 413, after auth", function()
     -- Only the headers are sent: nginx refuses on Content-Length alone.
     local function announce(opts)
-      local headers = { { "Content-Length", "70000000" } }
-      if opts.as then table.insert(headers, 1, { "Authorization", "Bearer " .. token(opts.as) }) end
+      local headers = opts.as and S.auth(opts.as) or {}
+      headers[#headers + 1] = { "Content-Length", "70000000" }
       local r, err = rawhttp.request(URL, { method = "POST", path = "/api/v4/jobs", no_length = true,
                                             headers = headers })
       assert(r, err)
@@ -387,9 +323,7 @@ describe("PUT /api/v4/commands/{id}/regen_token", function()
     assert.are_not.equal(old, t)
     return t
   end
-  local function grant(...)
-    config({ grant = { role = "team_user", permissions = { ... } } })
-  end
+  local function grant(...) S.grant("team_user", { ... }) end
 
   it("case 30: sysadmin on C_admin -> 200 new token, twice; fixtures show the live token", function()
     local t1 = assert_token(regen("C_admin", "sysadmin"), fx.commands.C_admin.token)
@@ -475,7 +409,7 @@ describe("cross-cutting", function()
     local conn = assert(rawhttp.connect(URL))
     local function one()
       return assert(conn:request({ method = "POST", path = "/api/v4/jobs", body = JOB1,
-                                   headers = { { "Authorization", "Bearer " .. token("sysadmin") } } }))
+                                   headers = S.auth("sysadmin") }))
     end
     local rs = { one(), one(), one(), one() }
     conn:close()
@@ -519,7 +453,7 @@ describe("cross-cutting", function()
     local conn = assert(rawhttp.connect(URL))
     for _ = 1, 100 do
       local r = assert(conn:request({ method = "GET", path = "/api/v4/jobs/1234",
-                                      headers = { { "Authorization", "Bearer " .. token("sysadmin") } } }))
+                                      headers = S.auth("sysadmin") }))
       assert.are.equal(400, r.status)
     end
     conn:close()

@@ -1,4 +1,4 @@
--- Assertions shared by the client specs.
+-- Assertions shared by the client specs, and what they compare with.
 local assert = require "luassert" -- busted gives it to specs only, not to modules
 
 local M = {}
@@ -11,7 +11,16 @@ function M.raises(pattern, f, ...)
   assert.matches(pattern, msg)
 end
 
-local ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
+-- The keys of table t, sorted: a result's fields, for assert.same.
+function M.keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- A string of Mattermost's id alphabet only (model.NewId's base32).
+M.ALPHABET = "^[ybndrfg8ejkmcpqxot1uwisza345h769]+$"
 
 -- err must be an `mm` error of kind "http" with this status and (when
 -- given) Mattermost error id and message; an AppError's request_id is a
@@ -25,7 +34,7 @@ function M.http_error(err, status, id, message)
   assert.equal(id, err.id)
   if id then assert.equal(status, err.status_code) end
   if id and id ~= "api.context.404.app_error" then
-    assert.matches(ALPHABET, err.request_id)
+    assert.matches(M.ALPHABET, err.request_id)
     assert.equal(26, #err.request_id)
   end
   if message then assert.equal(message, err.message) end

@@ -28,6 +28,9 @@ end
 --- PUT /__stub/config with a table.
 function M.config(tbl) return M.control("PUT", "/__stub/config", cjson.encode(tbl)) end
 
+--- Adds permissions (a list) to a role (families §6: +own, +others on team_user).
+function M.grant(role, permissions) return M.config{ grant = { role = role, permissions = permissions } } end
+
 --- Back to the fixture state; M.fx is GET /__stub/fixtures afterwards.
 function M.reset()
   M.control("POST", "/__stub/reset")
@@ -35,12 +38,17 @@ function M.reset()
   return M.fx
 end
 
+--- The personal access token of fixture user `user`.
+function M.token(user) return M.fx.users[user].token end
+
+--- A header list that authenticates as fixture user `user` (Bearer PAT).
+function M.auth(user) return { { "Authorization", "Bearer " .. M.token(user) } } end
+
 --- An API request. opts: as = fixture user (Bearer PAT), headers = list of
 -- {name, value}, body, timeout.
 function M.call(method, path, opts)
   opts = opts or {}
-  local headers = {}
-  if opts.as then headers[#headers + 1] = { "Authorization", "Bearer " .. M.fx.users[opts.as].token } end
+  local headers = opts.as and M.auth(opts.as) or {}
   for _, h in ipairs(opts.headers or {}) do headers[#headers + 1] = h end
   local r, err = rawhttp.request(M.URL, { method = method, path = path, headers = headers, body = opts.body,
                                           timeout = opts.timeout })
@@ -72,11 +80,21 @@ function M.assert_error(r, status, id, message, detail)
   return gmsg
 end
 
+--- Assert ReturnStatusOK's answer: 200, JSON, {"status":"OK"} upper-case
+-- with no trailing newline (families §1.3).
+function M.assert_status_ok(r)
+  assert.are.equal(200, r.status, r.body)
+  assert.are.equal("application/json", r.h["content-type"])
+  assert.are.equal('{"status":"OK"}', r.body)
+end
+
 --- Assert the router's catch-all 404 for `path` (api-contract.md §1.1).
 function M.assert_404_route(r, path)
   assert.are.equal(404, r.status)
   local body = cjson.decode(r.body)
   assert.are.equal("api.context.404.app_error", body.id)
+  assert.are.equal("Sorry, we could not find the page.", body.message)
+  assert.are.equal(404, body.status_code)
   assert.are.equal("There doesn't appear to be an api call for the url='" .. path
     .. "'.  Typo? are you missing a team_id or user_id as part of the url?", body.detailed_error)
   assert.is_nil(body.request_id)

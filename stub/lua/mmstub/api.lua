@@ -122,6 +122,10 @@ function M.reply(ctx, status, body)
   return response(status, body, copy_headers(ctx.headers))
 end
 
+--- ReturnStatusOK: {"status":"OK"}, upper-case, no trailing newline
+-- (api-contract-families.md §1.3).
+function M.status_ok(ctx) return M.reply(ctx, 200, '{"status":"OK"}') end
+
 --- handleContextError: AppError JSON, no trailing newline; detailed_error
 -- wiped unless EnableDeveloper (§1.4). `params` fills the message's
 -- {{.Key}} placeholders: a string is {{.Name}}, a table maps keys.
@@ -164,12 +168,17 @@ local function rate_limit(rl)
   return h, limited
 end
 
---- The real server's plain-text 429 (http.Error), not an AppError (§1.3).
-function M.too_many(headers)
+--- http.Error: a plain-text answer, not an AppError; its two headers are
+-- added to `headers` (default none).
+function M.plain_error(status, body, headers)
+  headers = headers or {}
   headers[#headers + 1] = { "Content-Type", "text/plain; charset=utf-8" }
   headers[#headers + 1] = { "X-Content-Type-Options", "nosniff" }
-  return response(429, "limit exceeded\n", headers)
+  return response(status, body, headers)
 end
+
+--- The real server's plain-text 429 (http.Error), not an AppError (§1.3).
+function M.too_many(headers) return M.plain_error(429, "limit exceeded\n", headers) end
 
 -- ---------------------------------------------------------------- authentication
 
@@ -267,10 +276,29 @@ function M.decode_body(ctx, name)
   return nil, app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", name)
 end
 
+--- strconv.Atoi: an optional sign and decimal digits, within int64; the
+-- number, or nil.
+function M.atoi(s)
+  local sign, digits = s:match("^([+-]?)(%d+)$")
+  if not digits then return nil end
+  digits = digits:gsub("^0+(%d)", "%1")
+  local limit = sign == "-" and "9223372036854775808" or "9223372036854775807"
+  if #digits > 19 or (#digits == 19 and digits > limit) then return nil end
+  local n = tonumber(digits)
+  return sign == "-" and -n or n
+end
+
+local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
+
+--- strconv.ParseBool as the handlers use it: true for its true values,
+-- false for anything else (its error counts as false).
+function M.parse_bool(s) return TRUE[s] == true end
+
 --- r.URL.Query().Get(name): the first value, "" when absent (also for a
--- bare `?name`).
-function M.query(name)
-  local v = ngx.req.get_uri_args(100)[name]
+-- bare `?name`, which ngx gives as `true`). `args` is a table of
+-- ngx.req.get_uri_args (default: of its first 100 arguments).
+function M.query(name, args)
+  local v = (args or ngx.req.get_uri_args(100))[name]
   if type(v) == "table" then v = v[1] end
   return type(v) == "string" and v or ""
 end

@@ -7,9 +7,12 @@
 -- default config *(fork only: app/slashcommands, i18n/en.json)*.
 -- `exportlink` and `test` are registered but their GetCommand is nil on a
 -- default server, so their triggers are free for custom commands.
+local api = require "mmstub.api"
 local state = require "mmstub.state"
 
 local M = {}
+
+local atoi = api.atoi
 
 local SHRUG = "\194\175\\\\\\_(\227\131\132)\\_/\194\175" -- ¯\\\_(ツ)\_/¯, a Go raw string [slash]
 
@@ -84,16 +87,6 @@ function M.autocomplete_list()
     out[i], out[j] = out[j], out[i]
   end
   return out
-end
-
--- strconv.Atoi: optional sign, decimal digits, within int64.
-local function atoi(s)
-  local sign, digits = s:match("^([+-]?)(%d+)$")
-  if not digits then return nil end
-  digits = digits:gsub("^0+(%d)", "%1")
-  if #digits > 19 or (#digits == 19 and digits > "9223372036854775807") then return nil end
-  local n = tonumber(digits)
-  return sign == "-" and -n or n
 end
 
 -- EchoProvider.DoCommand [slash]: an optional trailing delay in seconds

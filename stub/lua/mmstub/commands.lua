@@ -135,6 +135,16 @@ local function may_manage(ctx, session, c)
   end
 end
 
+--- The live command `id`, if the session may manage it (may_manage): the
+-- command, or nil and the 404 or may_manage's error.
+local function managed_command(ctx, session, id)
+  local c = live_command(ctx, id)
+  if not c then return nil, not_found(ctx) end
+  local err = may_manage(ctx, session, c)
+  if err then return nil, err end
+  return c
+end
+
 local function store_error(ctx, c)
   local bad = M.invalid(c)
   if bad then return app_error(ctx, 400, bad, "") end
@@ -143,8 +153,6 @@ end
 local function command_reply(ctx, status, c)
   return api.reply(ctx, status, json.command(c) .. "\n") -- json.NewEncoder: trailing newline (§1.3)
 end
-
-local function status_ok(ctx) return api.reply(ctx, 200, '{"status":"OK"}') end -- ReturnStatusOK, no newline
 
 local function duplicate(ctx) return app_error(ctx, 400, "api.command.duplicate_trigger.app_error", "") end
 
@@ -233,12 +241,9 @@ local function all_commands(ctx, team_id, creator_id)
   return out
 end
 
--- strconv.ParseBool; an error counts as false (listCommands ignores it).
-local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
-
 -- GET /api/v4/commands (§3.3)
 local function list_commands(ctx, session)
-  local custom_only = TRUE[api.query("custom_only")] == true
+  local custom_only = api.parse_bool(api.query("custom_only")) -- listCommands ignores ParseBool's error
   local team_id = api.query("team_id")
   if team_id == "" then -- reported as a body parameter (§1.4)
     return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "team_id")
@@ -351,14 +356,12 @@ end
 -- DELETE /api/v4/commands/{command_id} (§3.8): a soft delete.
 local function delete_command(ctx, session, id)
   if not state.is_valid_id(id) then return bad_command_id(ctx) end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  local err = may_manage(ctx, session, c)
-  if err then return err end
+  local c, err = managed_command(ctx, session, id)
+  if not c then return err end
   c.delete_at = state.now_ms()
   c.update_at = c.delete_at
   state.save_command(c)
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- PUT /api/v4/commands/{command_id}/move (§3.9): the destination first.
@@ -373,10 +376,9 @@ local function move_command(ctx, session, id)
   if not team_perm(session, team.id, "manage_own_slash_commands") then
     return permission_error(ctx, session, "manage_own_slash_commands")
   end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  err = may_manage(ctx, session, c)
-  if err then return err end
+  local c
+  c, err = managed_command(ctx, session, id)
+  if not c then return err end
   -- HasPermissionToTeam for the creator: team roles, then system roles
   local creator = state.user(c.creator_id)
   if not creator or not team_perm(creator, team.id, "manage_own_slash_commands") then
@@ -387,16 +389,14 @@ local function move_command(ctx, session, id)
   c.team_id = team.id
   c.update_at = state.now_ms()
   state.save_command(c)
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- PUT /api/v4/commands/{command_id}/regen_token (api-contract.md §3.2)
 local function regen_token(ctx, session, id)
   if not state.is_valid_id(id) then return bad_command_id(ctx) end
-  local c = live_command(ctx, id)
-  if not c then return not_found(ctx) end
-  local err = may_manage(ctx, session, c)
-  if err then return err end
+  local c, err = managed_command(ctx, session, id)
+  if not c then return err end
   c.token = state.new_id()
   c.update_at = state.now_ms() -- the store's Update
   state.save_command(c)

@@ -25,13 +25,6 @@ local function huge()
   return huge_body
 end
 
-local function plain(status, body, extra)
-  local resp = { status = status, body = body, headers = extra or {} }
-  api.set_header(resp, "Content-Type", "text/plain; charset=utf-8")
-  api.set_header(resp, "X-Content-Type-Options", "nosniff")
-  return resp
-end
-
 -- Send the status and headers now, announcing `length` body bytes. A
 -- file body (a download) gets the headers nginx's file serving adds.
 local function send_head(resp, length)
@@ -60,9 +53,9 @@ local function close_now()
   return ngx.exit(444)
 end
 
-local function fault_503() return plain(503, "Service Unavailable\n") end
+local function fault_503() return api.plain_error(503, "Service Unavailable\n") end
 local function fault_429()
-  return plain(429, "limit exceeded\n", {
+  return api.too_many({
     { "X-Ratelimit-Limit", "101" }, { "X-Ratelimit-Remaining", "0" },
     { "X-Ratelimit-Reset", "1" }, { "Retry-After", "1" },
   })
@@ -156,7 +149,7 @@ function M.serve()
     if count <= n then return FLAKY[name](rest) end
     return api.send(api.process(rest))
   end
-  return api.send(plain(404, "mm-stub: unknown fault mode '" .. tostring(mode) .. "'\n"))
+  return api.send(api.plain_error(404, "mm-stub: unknown fault mode '" .. tostring(mode) .. "'\n"))
 end
 
 return M

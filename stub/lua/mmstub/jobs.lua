@@ -9,7 +9,7 @@ local files = require "mmstub.files"
 
 local M = {}
 
-local app_error, permission_error = api.app_error, api.permission_error
+local app_error, permission_error, atoi = api.app_error, api.permission_error, api.atoi
 local BODY_LIMIT = api.BODY_LIMIT
 
 -- English messages *(fork only: i18n/en.json)*.
@@ -52,6 +52,9 @@ for _, row in ipairs({
 }) do
   READ_PERM[row[1]], CREATE_PERM[row[1]], MANAGE_PERM[row[1]] = row[2], row[3], row[4]
 end
+-- Downloads (families §2.4): message_export jobs only, 400 for any other
+-- type, with a permission of their own.
+local DOWNLOAD_PERM = { message_export = "download_compliance_export_result" }
 -- Types with a worker in every build (api-contract.md §2.3); `cloud` has
 -- the same permissions but never a worker; the rest of CREATE_PERM have one
 -- only with the enterprise job interface.
@@ -86,9 +89,6 @@ local function job_response(ctx, status, job)
   return api.reply(ctx, status, json.job(job) .. "\n")
 end
 
--- ReturnStatusOK: upper-case, no trailing newline (families §1.3)
-local function status_ok(ctx) return api.reply(ctx, 200, '{"status":"OK"}') end
-
 -- RequireJobId: IsValidId (26 letters or digits; the route admits ASCII
 -- alphanumerics only), else 400.
 local function bad_job_id(ctx, id)
@@ -97,32 +97,33 @@ end
 
 local function not_found(ctx) return app_error(ctx, 404, "app.job.get.app_error", "") end
 
--- r.URL.Query().Get(name): the first value, "" if absent (ngx gives `true`
--- for a key without "=").
-local function query(args, name)
-  local v = args[name]
-  if type(v) == "table" then v = v[1] end
-  return type(v) == "string" and v or ""
+-- The permission check of every route that names a job type: the type's
+-- entry in `perms` (a column of the permission tables), 400 `no_entry`
+-- when it has none, else 403 when the session lacks it. Returns that error
+-- response, or nil when the session may go on.
+local function type_denied(ctx, session, perms, job_type, no_entry)
+  local perm = perms[job_type]
+  if not perm then return app_error(ctx, 400, no_entry, "") end
+  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
 end
 
--- strconv.Atoi: optional sign, decimal digits, within int64; nil otherwise.
-local function atoi(s)
-  local sign, digits = s:match("^([+-]?)(%d+)$")
-  if not digits then return nil end
-  digits = digits:gsub("^0+(%d)", "%1")
-  local limit = sign == "-" and "9223372036854775808" or "9223372036854775807"
-  if #digits > 19 or (#digits == 19 and digits > limit) then return nil end
-  local n = tonumber(digits)
-  return sign == "-" and -n or n
+-- The stored job `id` of a route on one job, checked as type_denied does
+-- with `perms` and `no_entry`: the job, or nil and the 404 or that error.
+local function permitted_job(ctx, session, id, perms, no_entry)
+  local job = state.get_job(id)
+  if not job then return nil, not_found(ctx) end
+  local denied = type_denied(ctx, session, perms, job.type, no_entry)
+  if denied then return nil, denied end
+  return job
 end
 
 -- Params page / per_page (families §1.2): bad or negative page -> 0;
 -- per_page falls back to the legacy pageSize, bad or negative -> 60,
 -- capped at 200.
 local function paging(args)
-  local page = atoi(query(args, "page"))
+  local page = atoi(api.query("page", args))
   if not page or page < 0 then page = 0 end
-  local per_page = atoi(query(args, "per_page")) or atoi(query(args, "pageSize"))
+  local per_page = atoi(api.query("per_page", args)) or atoi(api.query("pageSize", args))
   if not per_page or per_page < 0 then per_page = 60 elseif per_page > 200 then per_page = 200 end
   return page, per_page
 end
@@ -220,25 +221,15 @@ end
 
 -- POST /api/v4/jobs (api-contract.md §2.2)
 local function create_job(ctx, session)
-  if ngx.ctx.body_refused then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local body = api.body()
-  -- json.Decoder reads at most BODY_LIMIT bytes; a value that needs more is
-  -- the MaxBytesReader error -> 413, anything else that fails is 400.
-  local node, err = json.decode_first(body:sub(1, BODY_LIMIT))
-  if not node and err == "eof" and #body > BODY_LIMIT then
-    return app_error(ctx, 413, "api.context.request_body_too_large.app_error", "http: request body too large")
-  end
-  local req = node and json.to_job(node)
+  local node, err = api.decode_body(ctx, "job")
+  if not node then return err end
+  local req = json.to_job(node)
   if not req then
     return app_error(ctx, 400, "api.context.invalid_body_param.app_error", "", "job")
   end
-  local perm = CREATE_PERM[req.type]
-  if not perm then -- 400 before 403 (§2.2 step 3)
-    return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "")
-  end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  -- 400 before 403 (§2.2 step 3)
+  local denied = type_denied(ctx, session, CREATE_PERM, req.type, "api.job.unable_to_create_job.incorrect_job_type")
+  if denied then return denied end
   local job = {
     id = state.new_id(), type = req.type, priority = 0, create_at = state.now_ms(),
     start_at = 0, last_activity_at = 0, status = "pending", progress = 0, data = req.data,
@@ -255,16 +246,15 @@ end
 -- GET /api/v4/jobs (families §2.2)
 local function get_jobs(ctx, session)
   local args = ngx.req.get_uri_args(0)
-  local job_type = query(args, "job_type")
+  local job_type = api.query("job_type", args)
   local types = {}
   if job_type ~= "" then
     if not ALL_JOB_TYPES[job_type] then
       -- access_control_sync is readable but not in AllJobTypes: 400 here *(inferred)*
       return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_type")
     end
-    local perm = READ_PERM[job_type]
-    if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-    if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+    local denied = type_denied(ctx, session, READ_PERM, job_type, "api.job.retrieve.nopermissions")
+    if denied then return denied end
     types[job_type] = true
   else
     -- every readable type; those without a read permission are skipped
@@ -275,7 +265,7 @@ local function get_jobs(ctx, session)
     end
     if not any then return permission_error(ctx, session, "") end -- no permission named
   end
-  local status = query(args, "status")
+  local status = api.query("status", args)
   if status ~= "" and not STATUSES[status] then
     -- The server sets this error but does not return, so it writes the
     -- list and then the error: `[]{...}` (families §2.2.1, inferred). The
@@ -294,9 +284,9 @@ local function get_jobs_by_type(ctx, session, job_type)
   if #job_type > 32 then -- RequireJobType ("" cannot match the route)
     return app_error(ctx, 400, "api.context.invalid_url_param.app_error", "", "job_type")
   end
-  local perm = READ_PERM[job_type] -- not checked against AllJobTypes
-  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  -- not checked against AllJobTypes
+  local denied = type_denied(ctx, session, READ_PERM, job_type, "api.job.retrieve.nopermissions")
+  if denied then return denied end
   local page, per_page = paging(ngx.req.get_uri_args(0))
   return api.reply(ctx, 200, job_list(select_jobs({ [job_type] = true }, nil, page, per_page), "[]"))
 end
@@ -305,16 +295,10 @@ end
 local function get_job(ctx, session, id)
   local bad = bad_job_id(ctx, id)
   if bad then return bad end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  local perm = READ_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.retrieve.nopermissions", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, READ_PERM, "api.job.retrieve.nopermissions")
+  if not job then return err end
   return job_response(ctx, 200, M.advance_job(job))
 end
-
--- strconv.ParseBool's true values
-local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
 
 -- path.Base
 local function path_base(p)
@@ -348,16 +332,10 @@ local function download_job(ctx, session, id)
   if not ctx.cfg.download_export_results then -- before the lookup and any permission
     return app_error(ctx, 501, "app.job.download_export_results_not_enabled", "")
   end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  if job.type ~= "message_export" then -- no permission check for other types
-    return app_error(ctx, 400, "api.job.unable_to_download_job.incorrect_job_type", "")
-  end
-  if not state.has_permission(session, "download_compliance_export_result") then
-    return permission_error(ctx, session, "download_compliance_export_result")
-  end
+  local job, err = permitted_job(ctx, session, id, DOWNLOAD_PERM, "api.job.unable_to_download_job.incorrect_job_type")
+  if not job then return err end
   local data = job.data or {}
-  if not TRUE[data.is_downloadable or ""] then
+  if not api.parse_bool(data.is_downloadable) then
     return app_error(ctx, 400, "api.job.unable_to_download_job", "")
   end
   local dir = data.export_dir
@@ -392,14 +370,11 @@ end
 local function cancel_job(ctx, session, id)
   local bad = bad_job_id(ctx, id)
   if bad then return bad end
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
   -- "if permission to create, permission to cancel"
-  local perm = CREATE_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.unable_to_create_job.incorrect_job_type", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, CREATE_PERM, "api.job.unable_to_create_job.incorrect_job_type")
+  if not job then return err end
   if not request_cancellation(job) then return cancel_failed(ctx, job) end
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- model.Job.IsValidStatusChange
@@ -431,11 +406,8 @@ local function update_job_status(ctx, session, id)
   end
   local status = status_node.value
   local force = force_node and force_node.kind == "bool" and force_node.value -- "true" counts as false
-  local job = state.get_job(id)
-  if not job then return not_found(ctx) end
-  local perm = MANAGE_PERM[job.type]
-  if not perm then return app_error(ctx, 400, "api.job.unable_to_manage_job.incorrect_job_type", "") end
-  if not state.has_permission(session, perm) then return permission_error(ctx, session, perm) end
+  local job, err = permitted_job(ctx, session, id, MANAGE_PERM, "api.job.unable_to_manage_job.incorrect_job_type")
+  if not job then return err end
   if not force and not (TRANSITIONS[job.status] or {})[status] then
     return app_error(ctx, 400, "api.job.status.invalid", "")
   end
@@ -447,7 +419,7 @@ local function update_job_status(ctx, session, id)
   else
     return app_error(ctx, 500, "app.job.update_status.app_error", "")
   end
-  return status_ok(ctx)
+  return api.status_ok(ctx)
 end
 
 -- ---------------------------------------------------------------- control (/__stub/jobs)
